@@ -1,0 +1,23 @@
+# The two commands a new user needs: `make demo` (the main job, end to end) and `make test`.
+# Each installs what it needs first (cluster/setup.sh is idempotent).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup test lint demo doctor clean-cache
+
+setup:
+	bash cluster/setup.sh
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+doctor: setup
+	$(VENV)/bin/xalign doctor
+
+demo: setup
+	$(VENV)/bin/xalign demo --profile quick

@@ -1,0 +1,104 @@
+"""The `xalign` command line: one entry point, one subcommand per capability.
+
+Each capability registers its own subcommand (`register(subparsers)`), so this module stays a thin
+router and `build_parser()` is importable by tests and the Helm chart checks (every RayJob
+entrypoint must parse here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from cluster.config import RecipeError
+
+console = Console(stderr=False, highlight=False)
+
+# Modules that add subcommands; each has `register(subparsers) -> None`.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def add_recipe_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    """The shared recipe interface: `--recipe NAME` then `key.sub=value` overrides."""
+    p.add_argument("--recipe", default=default, help="recipe name under recipes/ or a YAML path")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="recipe overrides")
+
+
+def add_address_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=None, help="attach to this Ray cluster (default: RAY_ADDRESS, else embedded)")
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from cluster.doctor import run_checks
+
+    table = Table(title="xalign doctor")
+    table.add_column("check")
+    table.add_column("status")
+    table.add_column("value")
+    checks = run_checks()
+    for c in checks:
+        table.add_row(c.name, "[green]ok[/green]" if c.ok else "[red]FAIL[/red]", c.value)
+    console.print(table)
+    bad = [c.name for c in checks if not c.ok]
+    console.print("[green]all checks passed[/green]" if not bad else f"[red]failed: {', '.join(bad)}[/red]")
+    return 0 if not bad else 1
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from cluster import local_cluster as lc
+
+    state_dir = Path(args.state_dir) if args.state_dir else None
+    if args.action == "up":
+        st = lc.up(state_dir, num_cpus=args.num_cpus)
+        console.print(f"Ray head: {st.address}  dashboard: {st.dashboard_url}  temp dir: {st.temp_dir}")
+        console.print(f"PIDs: {' '.join(map(str, lc.cluster_pids(st.temp_dir)))}")
+        console.print("Submit jobs with:")
+        console.print(f"  {st.submit_command()}")
+        return 0
+    if args.action == "status":
+        st, pids = lc.status(state_dir)
+        if st is None or not pids:
+            console.print("no xalign cluster is running" + (f" (stale state in {st.state_dir})" if st else ""))
+            return 1
+        console.print(f"running: {st.address}  dashboard: {st.dashboard_url}  {len(pids)} processes")
+        console.print(f"  {st.submit_command()}")
+        return 0
+    stopped = lc.down(state_dir)
+    console.print(f"stopped {len(stopped)} processes" if stopped else "no xalign cluster was running")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xalign", description="Multilingual alignment of LLMs on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("doctor", help="report versions, devices, COMET env, model cache")
+    p.set_defaults(func=_doctor)
+
+    p = sub.add_parser("cluster", help="a private local Ray head for `ray job submit`")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--state-dir", default=None, help="where the cluster's state is kept (default: cache)")
+    p.add_argument("--num-cpus", type=int, default=None)
+    p.set_defaults(func=_cluster)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except RecipeError as exc:
+        console.print(f"[red]recipe error:[/red] {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The one Ray bootstrap: attach when told where (`--address` / RAY_ADDRESS, as under `ray job submit`),
+otherwise start an embedded private cluster with its own temp dir and auth token, and stop it after.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cluster.locations import cache_dir
+
+# Passed to every worker so embedded and submitted runs resolve models, data and caches alike.
+_PROPAGATED_ENV = (
+    "XALIGN_CACHE", "XALIGN_DATA", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "VLLM_CACHE_ROOT",
+    "TORCH_EXTENSIONS_DIR", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "DS_ACCELERATOR",
+    "VLLM_CPU_KVCACHE_SPACE", "VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_OMP_THREADS_BIND", "OMP_NUM_THREADS",
+    "XALIGN_API_KEY",
+)
+
+
+def worker_env() -> dict[str, str]:
+    env = {k: os.environ[k] for k in _PROPAGATED_ENV if k in os.environ}
+    # DeepSpeed JIT-builds ops on first use; one cache shared by all workers builds them once.
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(cache_dir() / "torch_extensions"))
+    env.setdefault("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "1"))
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> Iterator[str]:
+    """Yield the address of a connected Ray cluster; an embedded one is shut down on exit."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        yield ray.get_runtime_context().gcs_address
+        return
+    runtime_env = {"env_vars": worker_env()}
+    log_level = logging.WARNING if quiet else logging.INFO
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, logging_level=log_level)
+        try:
+            yield address
+        finally:
+            ray.shutdown()
+        return
+    temp_dir = tempfile.mkdtemp(prefix="xa-emb-", dir="/tmp")
+    token_path = Path(temp_dir) / "auth_token"
+    token_path.write_text(secrets.token_hex(32))
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
+    # A private token per embedded cluster: never read or write the user's ~/.ray/auth_token.
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path))
+    _refresh_auth_config()
+    try:
+        ctx = ray.init(
+            address="local", _temp_dir=temp_dir, num_cpus=num_cpus, include_dashboard=False,
+            runtime_env=runtime_env, logging_level=log_level, configure_logging=True,
+        )
+        try:
+            yield ctx.address_info["gcs_address"]
+        finally:
+            ray.shutdown()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _refresh_auth_config()
+        from cluster.local_cluster import cluster_pids, kill_pids
+
+        kill_pids(cluster_pids(temp_dir), timeout=10)  # stragglers of *this* cluster only
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _refresh_auth_config() -> None:
+    """Ray caches its auth mode and token per process; re-read them after changing the environment."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()

@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny models built locally, private Ray clusters stopped by PID, offline caches.
+
+Caches live in the checkout's ignored `.cache/` (reused between runs: the default-model conversion
+takes a minute); everything else a test writes goes under pytest's tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / ".cache" / "test"
+
+os.environ.setdefault("XALIGN_CACHE", str(CACHE))
+for var, sub in (("HF_HOME", "hf"), ("VLLM_CACHE_ROOT", "vllm"), ("TORCHINDUCTOR_CACHE_DIR", "inductor"),
+                 ("TRITON_CACHE_DIR", "triton"), ("TORCH_EXTENSIONS_DIR", "torch_extensions")):
+    os.environ.setdefault(var, str(CACHE / sub))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama with a locally trained byte-level BPE tokenizer and xalign's chat template."""
+    from cluster.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def private_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A private Ray head (own temp dir, ports, token) for job-submission tests, stopped by PID."""
+    from cluster import local_cluster
+
+    state_dir = tmp_path_factory.mktemp("ray-cluster")
+    st = local_cluster.up(state_dir, num_cpus=2)
+    try:
+        yield st
+    finally:
+        local_cluster.down(state_dir)
+        assert local_cluster.cluster_pids(st.temp_dir) == []
+
+
+@pytest.fixture
+def embedded_ray():
+    """An embedded private Ray cluster for the duration of one test."""
+    from cluster.ray_session import ray_session
+
+    with ray_session(num_cpus=2) as address:
+        yield address
