@@ -4,12 +4,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint demo doctor clean-cache
+.PHONY: setup test-tools test lint demo doctor clean-cache
 
 setup:
 	bash cluster/setup.sh
 
-test: setup
+# Non-Python tools the tests drive for real: headless Chromium (playground test) and helm (chart checks).
+test-tools: setup
+	bash cluster/setup_test_tools.sh
+	$(PY) -m cluster.get_helm
+
+test: setup test-tools
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 

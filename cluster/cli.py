@@ -20,7 +20,9 @@ from cluster.config import RecipeError
 console = Console(stderr=False, highlight=False)
 
 # Modules that add subcommands; each has `register(subparsers) -> None`.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "pipelines.data.cli", "pipelines.train.cli", "serving.cli", "evaluation.cli", "cluster.demo",
+)
 
 
 def add_recipe_args(p: argparse.ArgumentParser, default: str | None = None) -> None:

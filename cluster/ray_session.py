@@ -20,7 +20,8 @@ _PROPAGATED_ENV = (
     "XALIGN_CACHE", "XALIGN_DATA", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "VLLM_CACHE_ROOT",
     "TORCH_EXTENSIONS_DIR", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "DS_ACCELERATOR",
     "VLLM_CPU_KVCACHE_SPACE", "VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_OMP_THREADS_BIND", "OMP_NUM_THREADS",
-    "XALIGN_API_KEY",
+    # Never secrets such as XALIGN_API_KEY: Ray logs runtime_env env_vars in runtime_env_agent.log. Workers of an
+    # embedded cluster inherit the driver's environment; on Kubernetes the chart injects the key from a Secret.
 )
 
 

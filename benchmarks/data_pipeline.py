@@ -1,0 +1,124 @@
+"""Ray Data pipeline vs single-process preprocessing of the same recipe, in one run, as ratios.
+
+Both engines run the same transforms (`pipelines.data.stages`) on the same recipe, each in a fresh
+subprocess so that peak RSS is the driver's own (Ray workers are separate processes); both must produce
+the same dataset id, which the script checks. `--scale K` makes K copies of every input file (Alpaca ids and
+NTREX lines repeated, in a temporary data root) to see how throughput and driver memory grow with the input;
+copies are exact duplicates, so the scaled runs switch dedup off (every record still goes through language
+ID, length checks and tokenization).
+
+    .venv/bin/python benchmarks/data_pipeline.py                                  # bayling2-mini, 1x
+    .venv/bin/python benchmarks/data_pipeline.py --scale 1 4 -- max_seq_len=256 mixing.total=2000
+
+Results go to stdout (a Markdown table for docs/BENCHMARKS.md) and outputs/benchmarks/data_pipeline.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+CHILD = r"""
+import json, resource, sys, time
+from cluster.config import load_recipe
+from pipelines.data.recipe import PrepareRecipe
+engine, recipe, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+r = load_recipe(PrepareRecipe, recipe, overrides)
+t0 = time.time()
+if engine == "ray":
+    from pipelines.data.prepare import run_prepare
+    out = run_prepare(r)
+else:
+    from pipelines.data.reference import run_reference
+    out = run_reference(r)
+wall = time.time() - t0
+run = json.loads((out / "run.json").read_text())
+print("RESULT " + json.dumps({"folder": str(out), "wall_s": wall, "run": run,
+                              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def scaled_data_root(src: Path, dst: Path, k: int) -> None:
+    """Every instruction file and NTREX-128 file repeated k times (Alpaca ids made unique per copy)."""
+    (dst / "instructions").mkdir(parents=True)
+    for f in (src / "instructions").glob("alpaca_*.json"):
+        items = json.loads(f.read_text(encoding="utf-8"))
+        out = [{**x, "id": f"{c}-{x.get('id', i)}"} for c in range(k) for i, x in enumerate(items)]
+        (dst / "instructions" / f.name).write_text(json.dumps(out, ensure_ascii=False, indent=0), encoding="utf-8")
+    (dst / "ntrex128").mkdir()
+    for f in (src / "ntrex128").glob("*.txt"):
+        (dst / "ntrex128" / f.name).write_text(f.read_text(encoding="utf-8") * k, encoding="utf-8")
+
+
+def run_engine(engine: str, recipe: str, overrides: list[str], env: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-c", CHILD, engine, recipe, json.dumps(overrides)], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise SystemExit(f"{engine} run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", default="bayling2-mini")
+    ap.add_argument("--scale", type=int, nargs="+", default=[1], help="input copies per run (1 = the shared data)")
+    ap.add_argument("overrides", nargs="*", help="recipe key=value overrides for both engines")
+    args = ap.parse_args()
+
+    from cluster.locations import data_root
+
+    work = Path(tempfile.mkdtemp(prefix="xalign-bench-data-"))
+    results = []
+    try:
+        for k in args.scale:
+            env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+            overrides = [*args.overrides, f"output_dir={work / f'out-{k}'}", "ray.progress=false"]
+            if k > 1:
+                root = work / f"data-{k}"
+                scaled_data_root(data_root(), root, k)
+                env["XALIGN_DATA"] = str(root)
+                overrides += ["filters.dedup.exact=false", "filters.dedup.near=false"]
+            row = {"scale": k}
+            for engine in ("single-process", "ray"):  # alternating engines per scale, one run each
+                t = time.time()
+                r = run_engine(engine, args.recipe, overrides, env)
+                print(f"scale {k} {engine}: {r['run']['records_built']} records in {r['wall_s']:.1f}s "
+                      f"({time.time() - t:.1f}s with interpreter start), driver peak RSS {r['peak_rss_mb']:.0f} MB",
+                      flush=True)
+                row[engine] = r
+            a, b = row["single-process"], row["ray"]
+            row["same_dataset"] = Path(a["folder"]).name == Path(b["folder"]).name
+            row["speedup"] = a["wall_s"] / b["wall_s"]
+            results.append(row)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\nrecipe {args.recipe} {' '.join(args.overrides)}; {os.cpu_count()} CPUs\n")
+    print("| input | records built | single-process s | Ray Data s | speedup (Ray / single) | "
+          "driver peak RSS single / Ray (MB) | same dataset id |")
+    print("|---|---|---|---|---|---|---|")
+    for row in results:
+        a, b = row["single-process"], row["ray"]
+        print(f"| {row['scale']}x | {b['run']['records_built']} | {a['wall_s']:.1f} | {b['wall_s']:.1f} | "
+              f"{row['speedup']:.2f}x | {a['peak_rss_mb']:.0f} / {b['peak_rss_mb']:.0f} | {row['same_dataset']} |")
+    for row in results:
+        print(f"\nRay stage seconds at {row['scale']}x: {row['ray']['run'].get('stage_s')}")
+    out = REPO / "outputs" / "benchmarks" / "data_pipeline.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"recipe": args.recipe, "overrides": args.overrides, "results": results}, indent=2))
+    print(f"\nwritten {out.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

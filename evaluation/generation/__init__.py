@@ -1,0 +1,1 @@
+"""Hypothesis generation: Ray Data + vLLM engine actors (offline batch), or a running endpoint."""

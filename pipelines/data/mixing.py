@@ -1,0 +1,102 @@
+"""Mixing: builder (source) ratios, per-language temperature sampling, a total size and a fixed seed.
+
+The driver turns the counts of surviving records into exact per-(builder, language) targets; each group
+then picks its records by a seeded rank, repeating the whole group when the target exceeds it. Counts are
+exact (largest-remainder rounding), so the mixture's builder ratios match the recipe to one sample.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pipelines.data import seeding
+from pipelines.data.recipe import Mixing
+
+
+class MixingError(ValueError):
+    pass
+
+
+def largest_remainder(total: int, weights: dict[str, float]) -> dict[str, int]:
+    """Integers proportional to `weights` that sum to `total` (ties broken by key)."""
+    wsum = sum(weights.values())
+    if total <= 0 or wsum <= 0:
+        return dict.fromkeys(weights, 0)
+    exact = {k: total * w / wsum for k, w in weights.items()}
+    out = {k: math.floor(v) for k, v in exact.items()}
+    short = total - sum(out.values())
+    for k in sorted(exact, key=lambda k: (-(exact[k] - out[k]), k))[:short]:
+        out[k] += 1
+    return out
+
+
+@dataclass
+class MixPlan:
+    total: int
+    ratios: dict[str, float]  # normalized, per builder
+    available: dict[str, dict[str, int]]  # builder -> lang -> records after filtering
+    targets: dict[str, dict[str, int]]  # builder -> lang -> samples in the mixture
+
+    def group_targets(self) -> dict[str, int]:
+        return {group_key(b, lang): n for b, per in self.targets.items() for lang, n in per.items()}
+
+    def as_dict(self) -> dict:
+        repeats = {
+            b: {lang: round(n / self.available[b][lang], 3) for lang, n in per.items() if n > self.available[b][lang]}
+            for b, per in self.targets.items()
+        }
+        return {"total": self.total, "ratios": self.ratios, "available": self.available, "targets": self.targets,
+                "upsampled": {b: r for b, r in repeats.items() if r}}
+
+
+def group_key(builder: str, lang: str) -> str:
+    return f"{builder}\t{lang}"
+
+
+def plan(available: dict[str, dict[str, int]], cfg: Mixing, builders: list[str]) -> MixPlan:
+    """Exact targets per (builder, language) from what survived the filters."""
+    avail = {b: dict(sorted(available.get(b, {}).items())) for b in builders}
+    sizes = {b: sum(per.values()) for b, per in avail.items()}
+    if cfg.ratios is None:
+        weights = {b: float(n) for b, n in sizes.items() if n > 0}
+        if not weights:
+            raise MixingError("no SFT records survived the filters (see rejects/)")
+    else:
+        weights = {b: float(w) for b, w in cfg.ratios.items() if w > 0}
+        empty = [b for b in weights if sizes.get(b, 0) == 0]
+        if empty:
+            raise MixingError(f"mixing.ratios: builder(s) {empty} have no records left after filtering (see rejects/)")
+    wsum = sum(weights.values())
+    ratios = {b: w / wsum for b, w in sorted(weights.items())}
+    # Without a total: the largest mixture that needs no builder to repeat its records.
+    total = cfg.total or min(math.floor(sizes[b] / r + 1e-9) for b, r in ratios.items())
+    per_builder = largest_remainder(total, ratios)
+    targets = {}
+    for b, n_b in per_builder.items():
+        lang_w = {lang: n ** (1.0 / cfg.temperature) for lang, n in avail[b].items() if n > 0}
+        targets[b] = {lang: n for lang, n in largest_remainder(n_b, lang_w).items() if n > 0}
+    return MixPlan(total, ratios, {b: avail[b] for b in ratios}, targets)
+
+
+def select_group(rows: list[dict], target: int, seed: int, num_shards: int) -> list[dict]:
+    """Pick `target` samples from one group's rows by seeded rank; whole passes repeat before a partial one."""
+    if not rows or target <= 0:
+        return []
+    rows = sorted(rows, key=lambda r: (seeding.uniform(seed, "select", r["sample_id"]), r["sample_id"]))
+    full, rem = divmod(target, len(rows))
+    picked = [(r, c) for c in range(full) for r in rows] + [(r, full) for r in rows[:rem]]
+    out = []
+    for row, copy in picked:
+        sid = row["sample_id"] + (f"#{copy}" if copy else "")
+        key = seeding.key64(seed, "order", sid)
+        out.append({
+            "sample_id": sid, "builder": row["builder"], "lang": row["lang"], "order_key": key >> 1,
+            "shard": key % num_shards, "input_ids": row["input_ids"], "labels": row["labels"],
+            "num_tokens": row["num_tokens"],
+        })
+    return out
+
+
+def num_shards(samples: int, explicit: int | None, per_shard: int) -> int:
+    return explicit or max(1, math.ceil(samples / per_shard))

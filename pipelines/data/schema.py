@@ -1,0 +1,145 @@
+"""Arrow schemas of the pipeline's rows and outputs, fixed so every block and shard has the same types.
+
+One row type flows from the builders to the tokenizer (columns are filled stage by stage; a rejected row
+keeps flowing with its reason, so nothing is dropped silently). Conversations travel as JSON text: exact,
+compact, and the same bytes in every run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+
+IDS = pa.list_(pa.int32())
+
+RECORD_SCHEMA = pa.schema([
+    ("sample_id", pa.string()),
+    ("kind", pa.string()),  # "sft" or "dpo"
+    ("builder", pa.string()),
+    ("source", pa.string()),
+    ("source_file", pa.string()),
+    ("source_index", pa.int64()),  # line (1-based) or item index (0-based) in source_file
+    ("lang", pa.string()),  # Flores code of the answer: the unit of dedup and temperature sampling
+    ("src_lang", pa.string()),
+    ("messages", pa.string()),  # JSON: the conversation (sft) or the prompt turns (dpo)
+    ("chosen", pa.string()),
+    ("rejected", pa.string()),
+    ("pref_reason", pa.string()),  # why `rejected` is worse: off_target | degraded | a preference file's label
+    ("rejected_lang", pa.string()),
+    ("detail", pa.string()),  # builder notes: template index, follow-up kinds, how a rejected answer was made
+    ("checks", pa.string()),  # JSON [[field, lang, text], ...]: what the filters look at
+    ("dedup_text", pa.string()),
+    ("group", pa.string()),  # the key of the next group-wise stage (dedup: builder:lang)
+    ("exact_hash", pa.string()),
+    ("minhash", pa.list_(pa.uint32())),
+    ("reject_reason", pa.string()),
+    ("reject_stage", pa.string()),
+    ("reject_detail", pa.string()),
+    ("input_ids", IDS),
+    ("labels", IDS),
+    ("prompt_ids", IDS),
+    ("chosen_ids", IDS),
+    ("rejected_ids", IDS),
+    ("num_tokens", pa.int32()),
+])
+
+# An SFT sample picked by mixing (one row per copy), on its way to its shard.
+SELECTED_SCHEMA = pa.schema([
+    ("sample_id", pa.string()),
+    ("builder", pa.string()),
+    ("lang", pa.string()),
+    ("order_key", pa.int64()),
+    ("shard", pa.int32()),
+    ("input_ids", IDS),
+    ("labels", IDS),
+    ("num_tokens", pa.int32()),
+])
+
+# A preference pair on its way to its shard.
+PAIR_SCHEMA = pa.schema([
+    ("sample_id", pa.string()),
+    ("builder", pa.string()),
+    ("lang", pa.string()),
+    ("src_lang", pa.string()),
+    ("pref_reason", pa.string()),
+    ("rejected_lang", pa.string()),
+    ("detail", pa.string()),
+    ("order_key", pa.int64()),
+    ("shard", pa.int32()),
+    ("prompt_ids", IDS),
+    ("chosen_ids", IDS),
+    ("rejected_ids", IDS),
+])
+
+# Statistics a writer task sends back to the driver (one small row per file).
+STATS_SCHEMA = pa.schema([("stats", pa.string())])
+
+SFT_SCHEMA = pa.schema([
+    ("input_ids", IDS),
+    ("labels", IDS),
+    ("position_ids", IDS),
+    ("sample_ids", pa.list_(pa.string())),
+    ("num_tokens", pa.int32()),
+    ("num_samples", pa.int32()),
+])
+
+DPO_SCHEMA = pa.schema([
+    ("sample_id", pa.string()),
+    ("lang", pa.string()),
+    ("reason", pa.string()),
+    ("prompt_ids", IDS),
+    ("chosen_ids", IDS),
+    ("rejected_ids", IDS),
+    ("builder", pa.string()),
+    ("src_lang", pa.string()),
+    ("rejected_lang", pa.string()),
+    ("detail", pa.string()),
+])
+
+REJECT_SCHEMA = pa.schema([
+    ("sample_id", pa.string()),
+    ("reason", pa.string()),
+    ("stage", pa.string()),
+    ("detail", pa.string()),
+    ("builder", pa.string()),
+    ("source", pa.string()),
+    ("source_file", pa.string()),
+    ("source_index", pa.int64()),
+    ("lang", pa.string()),
+    ("record", pa.string()),  # JSON: messages, chosen, rejected as built
+])
+
+_FIELDS = RECORD_SCHEMA.names
+
+
+def new_record(**fields: Any) -> dict[str, Any]:
+    """A row with every column present; messages and checks are serialized here."""
+    unknown = set(fields) - set(_FIELDS)
+    if unknown:
+        raise KeyError(f"unknown record fields: {sorted(unknown)}")
+    row = dict.fromkeys(_FIELDS)
+    row.update(fields)
+    for key in ("messages", "checks"):
+        if row[key] is not None and not isinstance(row[key], str):
+            row[key] = json.dumps(row[key], ensure_ascii=False)
+    return row
+
+
+def to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema = RECORD_SCHEMA) -> pa.Table:
+    return pa.Table.from_pylist(list(rows), schema=schema)
+
+
+def from_table(table: pa.Table) -> list[dict[str, Any]]:
+    return table.to_pylist()
+
+
+def reject(row: dict[str, Any], reason: str, stage: str, detail: str | None = None) -> dict[str, Any]:
+    row["reject_reason"], row["reject_stage"], row["reject_detail"] = reason, stage, detail
+    return row
+
+
+def is_kept(row: dict[str, Any]) -> bool:
+    return row["reject_reason"] is None

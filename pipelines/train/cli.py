@@ -1,0 +1,59 @@
+"""`xalign train`: fine-tune on Ray Train + DeepSpeed (SFT full/LoRA, DPO), embedded or on `--address`.
+
+    xalign train --recipe train-sft-tiny-zero2 data.path=outputs/datasets/<name>-<id>
+    xalign train --resume outputs/runs/<run_id>
+    ray job submit --working-dir . -- xalign train --recipe ... run.output_dir=/shared/runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cluster.cli import add_address_arg, add_recipe_args, console
+from cluster.config import RecipeError, load_recipe
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="fine-tune with Ray Train + DeepSpeed: SFT (full or LoRA) or DPO")
+    add_recipe_args(p)
+    add_address_arg(p)
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue a stopped or failed run from its latest checkpoint (with its own recipe)")
+    p.add_argument("--stop-after-step", type=int, default=None, metavar="N",
+                   help="stop after step N (checkpointed), to continue later with --resume")
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pipelines.train.metrics import read_metrics
+    from pipelines.train.recipe import TrainRecipe
+    from pipelines.train.run import RESOLVED, STATUS, run_train
+    from pipelines.train.shards import DatasetError
+
+    recipe = None
+    if args.resume:
+        if args.recipe or args.overrides:  # must equal the run's recipe; run_train names any difference
+            source = args.recipe or Path(args.resume) / RESOLVED
+            recipe = load_recipe(TrainRecipe, source, args.overrides)
+    elif args.recipe is None:
+        raise RecipeError("--recipe is required (or --resume RUN_DIR)")
+    else:
+        recipe = load_recipe(TrainRecipe, args.recipe, args.overrides)
+    try:
+        run_dir = run_train(recipe, address=args.address, resume=args.resume, stop_after_step=args.stop_after_step)
+    except DatasetError as exc:
+        console.print(f"[red]dataset error:[/red] {exc}")
+        return 2
+    status = json.loads((run_dir / STATUS).read_text())
+    rows = read_metrics(run_dir)
+    last = rows[-1] if rows else {}
+    console.print(f"run {status['run_id']}: {status['state']} at step {status.get('step')}/{status['total_steps']}"
+                  + (f", loss {last['loss']:.4f}" if "loss" in last else ""))
+    console.print(f"  run folder: {run_dir}")
+    if (run_dir / "export").is_dir():
+        console.print(f"  export:     {run_dir / 'export'}")
+    if status["state"] == "stopped":
+        console.print(f"  continue with: xalign train --resume {run_dir}")
+    return 0 if status["state"] in ("completed", "stopped") else 1

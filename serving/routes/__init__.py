@@ -1,0 +1,1 @@
+"""HTTP routes of the xalign Serve app, one module per API area."""

@@ -1,0 +1,67 @@
+"""Mixing: exact builder ratios, per-language temperature, total size, seeded selection."""
+
+from collections import Counter
+
+import pytest
+
+from pipelines.data import mixing
+from pipelines.data.recipe import Mixing
+
+AVAILABLE = {
+    "instructions": {"eng_Latn": 1900, "zho_Hans": 1800},
+    "translation": {"eng_Latn": 3000, "deu_Latn": 800, "swh_Latn": 100},
+    "interactive": {"deu_Latn": 300, "fra_Latn": 300},
+}
+
+
+def test_builder_ratios_are_exact():
+    cfg = Mixing(ratios={"instructions": 0.4, "translation": 0.45, "interactive": 0.15}, total=3000)
+    plan = mixing.plan(AVAILABLE, cfg, list(AVAILABLE))
+    got = {b: sum(per.values()) for b, per in plan.targets.items()}
+    assert sum(got.values()) == 3000
+    for b, r in cfg.ratios.items():
+        assert abs(got[b] / 3000 - r) <= 0.02  # the recipe's tolerance; largest remainder makes it exact
+        assert got[b] == round(3000 * r)
+
+
+def test_temperature_flattens_languages():
+    def share_of_swahili(t):
+        plan = mixing.plan(AVAILABLE, Mixing(ratios={"translation": 1.0}, total=2000, temperature=t), ["translation"])
+        return plan.targets["translation"]["swh_Latn"] / 2000
+
+    proportional, flat = share_of_swahili(1.0), share_of_swahili(5.0)
+    assert proportional == pytest.approx(100 / 3900, abs=0.001)
+    assert flat > 3 * proportional
+
+
+def test_default_total_needs_no_repeats_and_no_ratios_keeps_everything():
+    cfg = Mixing(ratios={"instructions": 0.5, "interactive": 0.5})
+    plan = mixing.plan(AVAILABLE, cfg, list(AVAILABLE))
+    assert plan.total == 1200 and not plan.as_dict()["upsampled"]  # interactive (600) limits it
+    everything = mixing.plan(AVAILABLE, Mixing(), list(AVAILABLE))
+    assert everything.targets == AVAILABLE
+
+
+def test_upsampling_is_reported_and_empty_builders_fail():
+    plan = mixing.plan(AVAILABLE, Mixing(ratios={"interactive": 1.0}, total=1500), list(AVAILABLE))
+    assert plan.as_dict()["upsampled"]["interactive"] == {"deu_Latn": 2.5, "fra_Latn": 2.5}
+    with pytest.raises(mixing.MixingError, match=r"\['crosslingual'\] have no records"):
+        mixing.plan(AVAILABLE, Mixing(ratios={"crosslingual": 1.0}), [*AVAILABLE, "crosslingual"])
+
+
+def test_select_group_exact_counts_repeats_and_seed():
+    rows = [{"sample_id": f"s{i:03d}", "builder": "b", "lang": "x", "input_ids": [1], "labels": [1],
+             "num_tokens": 1} for i in range(40)]
+    small = mixing.select_group(rows, 15, seed=0, num_shards=4)
+    assert len(small) == 15 and len({r["sample_id"] for r in small}) == 15
+    assert small == mixing.select_group(list(reversed(rows)), 15, seed=0, num_shards=4)  # order-free
+    assert {r["sample_id"] for r in small} != {r["sample_id"] for r in mixing.select_group(rows, 15, 1, 4)}
+    big = mixing.select_group(rows, 100, seed=0, num_shards=4)
+    copies = Counter(r["sample_id"].split("#")[0] for r in big)
+    assert len(big) == 100 and set(copies.values()) == {2, 3}  # two full passes, then 20 more
+    assert {r["shard"] for r in big} == {0, 1, 2, 3} and all(r["order_key"] >= 0 for r in big)
+
+
+def test_largest_remainder():
+    assert mixing.largest_remainder(10, {"a": 1, "b": 1, "c": 1}) == {"a": 4, "b": 3, "c": 3}
+    assert sum(mixing.largest_remainder(997, {"a": 0.3, "b": 0.3, "c": 0.4}).values()) == 997

@@ -1,0 +1,123 @@
+"""`run_prepare` end to end on a real embedded Ray cluster: the output contract, byte-identical shards for the
+same inputs and recipe (whatever the scheduling, Ray or single-process), mixing ratios, rejects with reasons."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from cluster.config import validate
+from pipelines import prompts
+from pipelines.data import manifest
+from pipelines.data.prepare import run_prepare
+from pipelines.data.recipe import PrepareRecipe
+from pipelines.data.reference import run_reference
+from pipelines.data.tokenization import load_tokenizer
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.parquet"))}
+
+
+@pytest.fixture(scope="module")
+def prepared(data_ray, tiny_model, small_recipe, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("prepared")
+    return run_prepare(validate(PrepareRecipe, small_recipe(str(tiny_model), str(out))), address=data_ray)
+
+
+def test_output_contract(prepared: Path):
+    m = manifest.verify(prepared)  # dataset id and every file's sha256
+    assert prepared.name == f"small-{m['dataset_id'][:12]}"
+    assert (prepared / "recipe.resolved.yaml").is_file() and not list(prepared.parent.glob(".staging-*"))
+    sft = [pq.read_table(prepared / e["file"]) for e in m["shards"]["sft"]]
+    assert [e["file"] for e in m["shards"]["sft"]] == [f"sft/part-{i:05d}.parquet" for i in range(len(sft))]
+    for t in sft:
+        assert {"input_ids", "labels", "position_ids", "sample_ids", "num_tokens"} <= set(t.column_names)
+    dpo = pq.read_table(prepared / m["shards"]["dpo"][0]["file"])
+    assert {"sample_id", "lang", "reason", "prompt_ids", "chosen_ids", "rejected_ids"} <= set(dpo.column_names)
+    assert sum(t.num_rows for t in sft) == m["tokens"]["sft"]["rows"]
+    assert sum(len(x) for t in sft for x in t["sample_ids"].to_pylist()) == m["counts"]["sft_samples"] == 200
+    assert 0 < m["tokens"]["sft"]["packing_efficiency"] <= 1
+    for entry in m["inputs"]:
+        assert len(entry["sha256"]) == 64 and not entry["file"].startswith("/")
+
+
+def test_every_record_is_kept_or_rejected_with_a_reason(prepared: Path):
+    m = manifest.load(prepared)
+    c = m["counts"]
+    kept = sum(sum(per.values()) for per in c["available_by_builder_language"].values())
+    assert c["built"] == kept + c["rejected"] and c["rejected"] > 0
+    rejects = {e["reason"]: pq.read_table(prepared / e["file"]) for e in m["rejects"]}
+    assert {r: t.num_rows for r, t in rejects.items()} == c["rejected_by_reason"]
+    for reason, t in rejects.items():
+        rows = t.to_pylist()
+        assert all(r["reason"] == reason and r["detail"] and r["source_file"] and r["record"] for r in rows)
+
+
+def test_packed_rows_mask_prompts_and_restart_positions(prepared: Path, tiny_model):
+    tok = load_tokenizer(tiny_model)
+    m = manifest.load(prepared)
+    t = pq.read_table(prepared / m["shards"]["sft"][0]["file"]).to_pylist()
+    for row in t[:50]:
+        starts = [i for i, p in enumerate(row["position_ids"]) if p == 0]
+        assert len(starts) == len(row["sample_ids"]) and row["num_tokens"] == len(row["input_ids"]) <= 768
+        for a, b in zip(starts, [*starts[1:], len(row["input_ids"])]):
+            ids, labels = row["input_ids"][a:b], row["labels"][a:b]
+            assert ids[0] == tok.bos_token_id and labels[0] == -100
+            text = tok.decode(ids)
+            assert text.startswith(tok.bos_token + prompts.START + "user\n") and text.endswith(prompts.END + "\n")
+            trained = tok.decode([i for i, lab in zip(ids, labels) if lab != -100])
+            assert trained.endswith(prompts.END) and prompts.START not in trained  # only the model's answers
+
+
+def test_mixing_matches_the_recipe_ratios(prepared: Path):
+    m = manifest.load(prepared)
+    ratios = m["recipe"]["mixing"]["ratios"]
+    got = Counter()
+    for e in m["shards"]["sft"]:
+        for ids in pq.read_table(prepared / e["file"], columns=["sample_ids"])["sample_ids"].to_pylist():
+            got.update(s.split("/")[0] for s in ids)
+    assert sum(got.values()) == 200
+    for builder, r in ratios.items():
+        assert abs(got[builder] / 200 - r) <= 0.02, (builder, got)
+
+
+def test_preference_pairs(prepared: Path, tiny_model):
+    tok = load_tokenizer(tiny_model)
+    m = manifest.load(prepared)
+    rows = [r for e in m["shards"]["dpo"] for r in pq.read_table(prepared / e["file"]).to_pylist()]
+    assert rows and {r["reason"] for r in rows} <= {"off_target", "degraded"} and len(rows) == m["counts"]["dpo_pairs"]
+    for r in rows:
+        assert r["chosen_ids"] != r["rejected_ids"] and tok.decode(r["chosen_ids"]).endswith(prompts.END)
+        if r["reason"] == "off_target":
+            assert r["rejected_lang"] != r["lang"]
+
+
+def test_same_inputs_and_recipe_give_identical_bytes(prepared: Path, data_ray, tiny_model, small_recipe, tmp_path,
+                                                     capsys):
+    """Another Ray run through the CLI with different scheduling settings, and the single-process reference."""
+    from cluster.cli import main
+
+    recipe = small_recipe(str(tiny_model), str(tmp_path / "again"))
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    rc = main(["prepare", "--recipe", str(path), "ray.chunk_records=17", "ray.tokenize_actors=1",
+               "ray.batch_size=7", "--address", data_ray])
+    assert rc == 0
+    again = next((tmp_path / "again").iterdir())
+    out = capsys.readouterr().out
+    assert again.name in out.replace("\n", "") or again.name[:18] in out
+    assert "packing efficiency" in out and "rejected records" in out
+
+    reference = run_reference(validate(PrepareRecipe, small_recipe(str(tiny_model), str(tmp_path / "ref"))))
+    first = files_of(prepared)
+    assert again.name == reference.name == prepared.name  # same dataset id
+    assert files_of(again) == first and files_of(reference) == first
+    assert (again / "manifest.json").read_bytes() == (prepared / "manifest.json").read_bytes()
+    assert json.loads((reference / "run.json").read_text())["engine"] == "single-process"
+
