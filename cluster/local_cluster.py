@@ -43,6 +43,7 @@ class ClusterState:
     client_port: int
     token_path: str
     num_cpus: int | None
+    agent_port: int | None = None  # the dashboard agent that runs submitted jobs (Ray's default 52365 is shared)
 
     @property
     def address(self) -> str:
@@ -126,13 +127,14 @@ def up(state_dir: Path | None = None, num_cpus: int | None = None, timeout: floa
     token_path.chmod(0o600)
     st = ClusterState(
         state_dir=str(state_dir), temp_dir=temp_dir, gcs_port=free_port(), dashboard_port=free_port(),
-        client_port=free_port(), token_path=str(token_path), num_cpus=num_cpus,
+        client_port=free_port(), token_path=str(token_path), num_cpus=num_cpus, agent_port=free_port(),
     )
     ray_bin = Path(sys.executable).with_name("ray")
     cmd = [
         str(ray_bin), "start", "--head", f"--temp-dir={temp_dir}", f"--port={st.gcs_port}",
         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={st.dashboard_port}",
-        f"--ray-client-server-port={st.client_port}", "--disable-usage-stats",
+        f"--ray-client-server-port={st.client_port}", f"--dashboard-agent-listen-port={st.agent_port}",
+        "--disable-usage-stats",
     ]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
@@ -156,12 +158,22 @@ def _wait_dashboard(st: ClusterState, timeout: float) -> None:
     while time.time() < deadline:
         try:
             r = httpx.get(f"{st.dashboard_url}/api/version", headers={"Authorization": f"Bearer {token}"}, timeout=2)
-            if r.status_code == 200:
+            if r.status_code == 200 and _listening(st.agent_port):
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise TimeoutError(f"Ray dashboard at {st.dashboard_url} did not come up within {timeout:.0f}s")
+    raise TimeoutError(f"Ray dashboard at {st.dashboard_url} (job agent port {st.agent_port}) did not come up "
+                       f"within {timeout:.0f}s")
+
+
+def _listening(port: int | None) -> bool:
+    """Whether the job agent accepts connections: `ray job submit` fails with "No available agent" before."""
+    if port is None:
+        return True
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def status(state_dir: Path | None = None) -> tuple[ClusterState | None, list[int]]:

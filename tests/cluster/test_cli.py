@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,11 +49,15 @@ def test_cluster_up_status_submit_down(tmp_path):
         assert main(["cluster", "status", "--state-dir", str(state)]) == 0
         # A real `ray job submit` of a trivial entry point, with the cluster's private token.
         env = {**os.environ, **st.env(), "PATH": f"{BIN}:{os.environ['PATH']}"}
-        job = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", st.dashboard_url, "--",
-             sys.executable, "-c", "import ray; ray.init(); print('nodes', len(ray.nodes()))"],
-            capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
-        )
+        for _ in range(10):  # the agent registers with the head a moment after it listens
+            job = subprocess.run(
+                [str(BIN / "ray"), "job", "submit", "--address", st.dashboard_url, "--",
+                 sys.executable, "-c", "import ray; ray.init(); print('nodes', len(ray.nodes()))"],
+                capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+            )
+            if "No available agent" not in job.stderr:
+                break
+            time.sleep(5)
         assert job.returncode == 0, job.stdout + job.stderr
         assert "nodes 1" in job.stdout
         # Without the token the dashboard refuses the submission.
