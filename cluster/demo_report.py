@@ -94,9 +94,11 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
     lines += ["## Live translation requests (Ray Serve + vLLM)", ""]
     for ex in summary["exchanges"]:
         resp = ex["response"]
-        text = resp.get("translation") or resp.get("text")
-        lines.append(f"- `{ex['request'].get('target_lang')}` {ex['request']['text']!r} → {text!r} "
-                     f"(off-target: {resp.get('off_target')})")
+        asked = ex["request"].get("text") or f"(follow-up) {ex['request'].get('instruction')}"
+        text = str(resp.get("translation"))
+        text = text if len(text) <= 200 else text[:200] + " …"
+        lines.append(f"- `{ex['request'].get('target_lang')}` {asked!r} → {text!r} "
+                     f"(output {resp.get('output_lang')}, off-target: {resp.get('off_target')})")
     lin = summary["lineage"]
     lines += ["", "## Lineage", "",
               f"1. dataset `{lin['dataset']['dataset_id']}` ({Path(lin['dataset']['path']).name})",
