@@ -34,6 +34,7 @@ class TranslateRequest(Strict):
     target_lang: str
     source_lang: str | None = None
     refine: str | None = None  # an interactive follow-up sent after the first translation
+    max_tokens: int = Field(64, gt=0)  # short answers keep the demo quick on CPU
 
 
 class ServeStage(StageSpec):
@@ -153,7 +154,8 @@ def _serve(spec: ServeStage, trained: dict, address: str, store: StageStore) -> 
                     console.print(f"    ⇒ {_describe(answer)}")
                     if req.refine:  # an interactive follow-up on the conversation the server returned
                         again = _ask(client, {"instruction": req.refine, "history": answer["messages"],
-                                              "target_lang": req.target_lang}, exchanges)
+                                              "target_lang": req.target_lang, "max_tokens": req.max_tokens},
+                                     exchanges)
                         console.print(f"    ↻ {req.refine!r} ⇒ {_describe(again)}")
         finally:
             shutdown(recipe.name)

@@ -48,6 +48,7 @@ def _run_demo(out: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the whole main job on 2 CPU cores: about 15 minutes, then the reusing rerun
 def test_quick_demo_end_to_end_and_resume(tmp_path):
     out = tmp_path / "demo"
     proc = _run_demo(out)
