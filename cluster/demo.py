@@ -138,7 +138,10 @@ def _serve(spec: ServeStage, trained: dict, address: str, store: StageStore) -> 
     from serving.app import deploy, shutdown
     from serving.recipe import ServeRecipe
 
-    recipe = load_recipe(ServeRecipe, spec.recipe, [*spec.overrides, f"engine.model={trained['model']}"])
+    # The deployment is named after the training run, so the lineage reads run -> served model.
+    name = f"{Path(trained['run_dir']).name}-tuned"
+    recipe = load_recipe(ServeRecipe, spec.recipe,
+                         [*spec.overrides, f"engine.model={trained['model']}", f"served_model_name={name}"])
     key = _key("serve", recipe_hash(recipe), [r.model_dump() for r in spec.requests], trained["key"])
 
     def go() -> dict:
