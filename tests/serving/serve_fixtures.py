@@ -44,50 +44,83 @@ def parrot_conversations() -> list[tuple[list[dict[str, str]], str]]:
     ]
 
 
-def train_parrot(base: Path, out: Path, steps: int = 150, lr: float = 1e-2) -> Path:
-    """A rank-8 LoRA on every projection that memorises `parrot_conversations` (greedy, wide margins)."""
+def train_parrot(base: Path, out: Path, max_steps: int = 900, lr: float = 1e-2, seed: int = 0) -> Path:
+    """A rank-8 LoRA on every projection that memorises `parrot_conversations` (greedy, wide margins).
+
+    Trains until greedy decoding reproduces every answer rather than for a fixed step count: float sums differ
+    between CPU kinds (AVX2 vs AVX-512), so a fixed budget that suffices on one machine can fall short on CI's.
+    """
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model: more threads only spin against each other on a busy machine
     try:
-        return _train_parrot(base, out, steps, lr)
+        return _train_parrot(base, out, max_steps, lr, seed)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_parrot(base: Path, out: Path, steps: int, lr: float) -> Path:
+def _train_parrot(base: Path, out: Path, max_steps: int, lr: float, seed: int) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     cfg = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     model = get_peft_model(model, cfg)
-    rows = [prompts.encode(tok, [*m, {"role": "assistant", "content": a}]) for m, a in parrot_conversations()]
+    rows = []
+    for messages, answer in parrot_conversations():
+        ids, labels = prompts.encode(tok, [*messages, {"role": "assistant", "content": answer}])
+        # Only the final answer is trained: the history's assistant turns (FR after the first French request)
+        # would contradict the first conversation's German answer and leave greedy decoding a coin toss.
+        prompt_len = len(prompts.encode_prompt(tok, messages))
+        rows.append((ids, [-100] * prompt_len + labels[prompt_len:]))
     width = max(len(ids) for ids, _ in rows)
     ids = torch.tensor([i + [tok.pad_token_id] * (width - len(i)) for i, _ in rows])
     labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
     mask = (torch.arange(width)[None] < torch.tensor([len(i) for i, _ in rows])[:, None]).long()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    for _ in range(steps):
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.save_pretrained(out)
+
+    def train(n: int) -> None:
+        model.train()
+        for _ in range(n):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    steps, wrong = 0, ["not trained yet"]
+    while wrong and steps < max_steps:
+        train(50)
+        steps += 50
+        if not _parrot_mistakes(model, tok):
+            # Past the first all-correct check, more steps widen the margins so that vLLM's kernels (other
+            # float sums again) decode the same answers.
+            train(50)
+            steps += 50
+        wrong = _parrot_mistakes(model, tok)
     # The adapter must really answer as intended (greedy), or the guard tests would test nothing.
+    assert not wrong, f"parrot adapter did not learn in {steps} steps: {wrong}"
+    model.save_pretrained(out)
+    return out
+
+
+def _parrot_mistakes(model: Any, tok: Any) -> list[str]:
+    import torch
+
     model.eval()
+    mistakes = []
     with torch.no_grad():
         for messages, answer in parrot_conversations():
             prompt = prompts.encode_prompt(tok, messages)
             gen = model.generate(torch.tensor([prompt]), max_new_tokens=40, do_sample=False)
             got = tok.decode(gen[0][len(prompt):], skip_special_tokens=True)
-            assert got == answer, f"parrot adapter did not learn {answer!r} (got {got!r})"
-    return out
+            if got != answer:
+                mistakes.append(f"wanted {answer!r}, got {got!r}")
+    return mistakes
 
 
 @contextmanager
