@@ -114,6 +114,19 @@ def kill_pids(pids: list[int], timeout: float = 15.0) -> None:
                 pass
 
 
+def _location_env() -> dict[str, str]:
+    """Absolute data and cache roots for every process of the cluster. A job submitted with `--working-dir .`
+    runs from a copy of the checkout in Ray's session folder, where the `../shared/data` default resolves to
+    nothing; the cluster's processes (job drivers included) inherit these from `ray start`."""
+    from cluster.locations import cache_dir, data_root
+
+    env = {"XALIGN_CACHE": str(cache_dir())}
+    root = data_root(required=False)
+    if root is not None:
+        env["XALIGN_DATA"] = str(root)
+    return env
+
+
 def up(state_dir: Path | None = None, num_cpus: int | None = None, timeout: float = 90.0) -> ClusterState:
     state_dir = Path(state_dir or default_state_dir()).resolve()
     existing = ClusterState.load(state_dir)
@@ -138,7 +151,7 @@ def up(state_dir: Path | None = None, num_cpus: int | None = None, timeout: floa
     ]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
-    env = {**os.environ, **st.env()}
+    env = {**os.environ, **st.env(), **_location_env()}
     log = state_dir / "ray-start.log"
     with log.open("w") as fh:
         proc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout)

@@ -34,6 +34,19 @@ def worker_env() -> dict[str, str]:
     return env
 
 
+# Loggers of Ray internals that only repeat a harmless warning in an embedded cluster: Ray Train v2's placement
+# group cleaner asks the state API (served by the dashboard, which embedded clusters do not start) every few
+# seconds whether the controller lives, and warns each time it cannot ask. It still cleans up after the
+# controller's actor dies, which is all it is for.
+_QUIET_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+
+
+def quiet_worker_logs() -> None:
+    """Ray `worker_process_setup_hook` of embedded clusters (runs in every worker process)."""
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 @contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> Iterator[str]:
     """Yield the address of a connected Ray cluster; an embedded one is shut down on exit."""
@@ -62,7 +75,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, quiet: 
     try:
         ctx = ray.init(
             address="local", _temp_dir=temp_dir, num_cpus=num_cpus, include_dashboard=False,
-            runtime_env=runtime_env, logging_level=log_level, configure_logging=True,
+            runtime_env={**runtime_env, "worker_process_setup_hook": "cluster.ray_session.quiet_worker_logs"},
+            logging_level=log_level, configure_logging=True,
         )
         try:
             yield ctx.address_info["gcs_address"]

@@ -273,7 +273,12 @@ def check_adapter(name: str, path: str, max_rank: int) -> Path:
     cfg_file = folder / "adapter_config.json"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"adapters.{name}: {folder} has no adapter_config.json (not a PEFT LoRA folder)")
-    rank = int(json.loads(cfg_file.read_text()).get("r", 0))
+    cfg = json.loads(cfg_file.read_text())
+    if cfg.get("trainable_token_indices"):
+        # vLLM's LoRA loader takes only the low-rank matrices: the trained embedding rows would be lost.
+        raise ValueError(f"adapters.{name}: {folder} also trains embedding rows (lora.trainable_tokens), which "
+                         "vLLM's LoRA support cannot load; serve the merged model (export/model) instead")
+    rank = int(cfg.get("r", 0))
     if rank > max_rank:
         raise ValueError(f"adapters.{name}: LoRA rank {rank} exceeds engine.max_lora_rank={max_rank}")
     return folder.resolve()

@@ -33,6 +33,29 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
+class AgentNotReady(RuntimeError):
+    pass
+
+
+@pytest.fixture(scope="session")
+def submit_job():
+    """`ray job submit` as a subprocess from the checkout, retried while a freshly started head's job agent is not
+    up yet ("No available agent", HTTP 500)."""
+    import subprocess
+
+    from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
+
+    @retry(retry=retry_if_exception_type(AgentNotReady), wait=wait_fixed(10), stop=stop_after_attempt(30),
+           reraise=True)
+    def submit(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+        job = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=REPO)
+        if job.returncode != 0 and "No available agent to submit job" in job.stderr:
+            raise AgentNotReady(job.stderr[-500:])
+        return job
+
+    return submit
+
+
 @pytest.fixture(scope="session")
 def private_cluster(tmp_path_factory: pytest.TempPathFactory):
     """A private Ray head (own temp dir, ports, token) for job-submission tests, stopped by PID."""

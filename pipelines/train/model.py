@@ -35,6 +35,22 @@ def load_base(recipe: TrainRecipe, model_dir: Path, ds_config: dict[str, Any] | 
     return model
 
 
+def trainable_token_ids(model_dir: Path, tokens: list[str]) -> list[int]:
+    """Ids of single-token strings; a string the tokenizer splits or does not know is a recipe error."""
+    if not tokens:
+        return []
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    ids = []
+    for text in tokens:
+        found = tok.convert_tokens_to_ids(text)
+        if found is None or found == tok.unk_token_id:
+            raise ValueError(f"lora.trainable_tokens: {text!r} is not a single token of {model_dir.name}'s tokenizer")
+        ids.append(int(found))
+    return ids
+
+
 def build_policy(recipe: TrainRecipe, model_dir: Path, ds_config: dict[str, Any] | None = None) -> torch.nn.Module:
     model = load_base(recipe, model_dir, ds_config)
     if recipe.model.gradient_checkpointing:
@@ -47,6 +63,7 @@ def build_policy(recipe: TrainRecipe, model_dir: Path, ds_config: dict[str, Any]
         cfg = LoraConfig(
             r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
             target_modules=list(recipe.lora.target_modules), task_type="CAUSAL_LM", bias="none",
+            trainable_token_indices=trainable_token_ids(model_dir, recipe.lora.trainable_tokens) or None,
         )
         model = get_peft_model(model, cfg)
     return model

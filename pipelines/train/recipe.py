@@ -27,6 +27,10 @@ class LoraSection(Strict):
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
+    # Tokens whose embedding rows are trained too (peft trainable tokens), e.g. chat markers a base model never
+    # saw: Gemma 3 base's <end_of_turn> sits in a cluster of ~6k untrained rows (cosine 0.995), so LoRA alone
+    # cannot make the model pick it and answers never end. Needs export.merge_lora (vLLM LoRA loads no rows).
+    trainable_tokens: list[str] = Field(default_factory=list)
 
 
 class DpoSection(Strict):
@@ -141,6 +145,10 @@ class TrainRecipe(Strict):
                 f"batch.micro_batch_size x scaling.num_workers ({self.batch.micro_batch_size} x "
                 f"{self.scaling.num_workers} = {per_pass})"
             )
+        merged = self.export.enabled and self.export.merge_lora
+        if self.lora is not None and self.lora.trainable_tokens and not merged:
+            raise ValueError("lora.trainable_tokens needs export.merge_lora: vLLM's LoRA support cannot load "
+                             "trained embedding rows, so only the merged model serves what was trained")
         if self.deepspeed.offload_params and self.deepspeed.zero_stage != 3:
             raise ValueError("deepspeed.offload_params needs deepspeed.zero_stage 3")
         return self

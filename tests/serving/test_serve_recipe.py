@@ -189,3 +189,20 @@ def test_served_checkpoint_must_carry_xalign_template(tiny_model: Path, tmp_path
     tok.save_pretrained(other)
     with pytest.raises(TemplateMismatchError, match="chat_template is not xalign's"):
         check_chat_template(AutoTokenizer.from_pretrained(other), other)
+
+
+def test_adapter_folders_are_checked_before_the_engine_starts(tmp_path: Path):
+    import json
+
+    from serving.generation import check_adapter
+
+    with pytest.raises(FileNotFoundError, match=r"adapters\.fr: .* has no adapter_config\.json"):
+        check_adapter("fr", str(tmp_path), max_rank=16)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 32}))
+    with pytest.raises(ValueError, match=r"adapters\.fr: LoRA rank 32 exceeds engine\.max_lora_rank=16"):
+        check_adapter("fr", str(tmp_path), max_rank=16)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8, "trainable_token_indices": [105, 106]}))
+    with pytest.raises(ValueError, match=r"serve the merged model \(export/model\) instead"):
+        check_adapter("fr", str(tmp_path), max_rank=16)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8, "trainable_token_indices": None}))
+    assert check_adapter("fr", str(tmp_path), max_rank=16) == tmp_path.resolve()

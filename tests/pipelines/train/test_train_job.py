@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from pipelines.train.metrics import read_metrics
 
@@ -28,28 +27,15 @@ def _driver_pid(run_dir: Path) -> int:
     return json.loads((run_dir / "status.json").read_text())["driver_pid"]
 
 
-class AgentNotReady(RuntimeError):
-    pass
-
-
-@retry(retry=retry_if_exception_type(AgentNotReady), wait=wait_fixed(10), stop=stop_after_attempt(30), reraise=True)
-def _submit(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    """`ray job submit`, retried while a freshly started head's dashboard agent is not up yet (HTTP 500)."""
-    job = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=REPO)
-    if job.returncode != 0 and "No available agent to submit job" in job.stderr:
-        raise AgentNotReady(job.stderr[-500:])
-    return job
-
-
 def test_ray_job_submit_driver_killed_then_resumed(private_cluster, train_dataset, tiny_model, tmp_path,
-                                                   held_killer):
+                                                   held_killer, submit_job):
     out = tmp_path / "runs"
     run = out / "z3"
     env = {**os.environ, **private_cluster.env(), "PATH": f"{BIN}:{os.environ['PATH']}", "XALIGN_NO_PROGRESS": "1"}
     # The drill pauses rank 1 after step 5 (the latest checkpoint is step 4) so the driver dies at a known point.
     runtime_env = {"env_vars": {"PATH": env["PATH"], "XALIGN_NO_PROGRESS": "1", "XALIGN_TRAIN_HOLD_AFTER_STEP": "5"}}
     killer = held_killer(run, pid_of=_driver_pid)
-    job = _submit(
+    job = submit_job(
         [str(BIN / "ray"), "job", "submit", "--address", private_cluster.dashboard_url, "--working-dir", ".",
          "--runtime-env-json", json.dumps(runtime_env), "--",
          "xalign", "train", "--recipe", "train-sft-tiny-zero3", f"model.base={tiny_model}",

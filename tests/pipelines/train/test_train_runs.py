@@ -50,6 +50,15 @@ def lora_run(train_ray, train_dataset, tiny_model, runs) -> Path:
 
 
 @pytest.fixture(scope="module")
+def lora_tokens_run(train_ray, train_dataset, tiny_model, runs) -> Path:
+    """LoRA that also trains the chat markers' embedding rows (peft trainable tokens)."""
+    r = make_recipe("train-lora-tiny", tiny_model, train_dataset, runs, "run.name=lora-tokens",
+                    "training.max_steps=4", "checkpoint.every_steps=4",
+                    "lora.trainable_tokens=[<start_of_turn>, <end_of_turn>]")
+    return run_train(r, train_ray)
+
+
+@pytest.fixture(scope="module")
 def dpo_run(train_ray, train_dataset, tiny_model, runs) -> Path:
     return run_train(make_recipe("train-dpo-tiny", tiny_model, train_dataset, runs, "run.name=dpo"), train_ray)
 
@@ -167,6 +176,27 @@ def test_lora_merged_export_equals_base_plus_adapter(lora_run, tiny_model):
         merged = AutoModelForCausalLM.from_pretrained(lora_run / "export" / "model", dtype=torch.float32)(ids).logits
     torch.testing.assert_close(merged, adapted, atol=1e-4, rtol=1e-4)
     assert (adapted - before).abs().max() > 1e-3  # the adapter changed the model
+
+
+def test_lora_trainable_tokens_change_only_their_rows_in_the_merged_export(lora_tokens_run, tiny_model):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipelines import prompts
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    marked = [tok.convert_tokens_to_ids(t) for t in ("<start_of_turn>", prompts.END)]
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    merged = AutoModelForCausalLM.from_pretrained(lora_tokens_run / "export" / "model", dtype=torch.float32)
+    before, after = base.get_input_embeddings().weight, merged.get_input_embeddings().weight
+    changed = ((after - before).abs().amax(-1) > 0).nonzero().flatten().tolist()
+    assert changed == sorted(marked)
+    # Tied weights stay tied: the output rows are the trained input rows.
+    torch.testing.assert_close(merged.get_output_embeddings().weight, after)
+    ids = torch.tensor([prompts.encode_prompt(tok, prompts.translation_messages("eng_Latn", "deu_Latn", "Hi."))])
+    with torch.no_grad():
+        adapted = PeftModel.from_pretrained(base, lora_tokens_run / "export" / "adapter")(ids).logits
+        torch.testing.assert_close(merged(ids).logits, adapted, atol=1e-4, rtol=1e-4)
 
 
 def test_dpo_reward_margin_increases(dpo_run):

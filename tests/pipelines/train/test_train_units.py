@@ -56,6 +56,16 @@ def test_batch_must_divide_and_errors_name_keys():
         recipe("deepspeed.zero_stag=3")
     with pytest.raises(RecipeError, match="offload_params needs"):
         recipe("deepspeed.offload_params=true")
+    with pytest.raises(RecipeError, match=r"trainable_tokens needs export\.merge_lora"):
+        recipe("lora={r: 4}", "lora.trainable_tokens=[<end_of_turn>]", "export.merge_lora=false")
+
+
+def test_trainable_tokens_must_be_single_tokens(tiny_model):
+    from pipelines.train.model import trainable_token_ids
+
+    assert len(set(trainable_token_ids(tiny_model, ["<start_of_turn>", "<end_of_turn>"]))) == 2
+    with pytest.raises(ValueError, match=r"lora.trainable_tokens: '<end_of_turns>' is not a single token"):
+        trainable_token_ids(tiny_model, ["<end_of_turns>"])
 
 
 def test_cpu_config_uses_torch_adamw_and_overrides_merge():
