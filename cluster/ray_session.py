@@ -73,11 +73,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, quiet: 
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path))
     _refresh_auth_config()
     try:
-        ctx = ray.init(
-            address="local", _temp_dir=temp_dir, num_cpus=num_cpus, include_dashboard=False,
-            runtime_env={**runtime_env, "worker_process_setup_hook": "cluster.ray_session.quiet_worker_logs"},
-            logging_level=log_level, configure_logging=True,
-        )
+        ctx = _start_embedded(temp_dir, num_cpus, runtime_env, log_level)
         try:
             yield ctx.address_info["gcs_address"]
         finally:
@@ -93,6 +89,34 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, quiet: 
 
         kill_pids(cluster_pids(temp_dir), timeout=10)  # stragglers of *this* cluster only
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _start_embedded(temp_dir: str, num_cpus: int | None, runtime_env: dict, log_level: int, attempts: int = 3):
+    """`ray.init` of a new local cluster, retried when its raylet misses Ray's fixed 30 s registration window
+    ("The current node timed out during startup"), which happens on a saturated machine; each failed try's
+    processes are stopped by PID before the next."""
+    import time
+
+    import ray
+
+    from cluster.local_cluster import cluster_pids, kill_pids
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return ray.init(
+                address="local", _temp_dir=temp_dir, num_cpus=num_cpus, include_dashboard=False,
+                runtime_env={**runtime_env, "worker_process_setup_hook": "cluster.ray_session.quiet_worker_logs"},
+                logging_level=log_level, configure_logging=True,
+            )
+        except Exception as exc:
+            if "timed out during startup" not in str(exc) or attempt == attempts:
+                raise
+            logging.getLogger(__name__).warning("Ray's local node missed its startup window (attempt %d/%d, "
+                                                "machine busy); starting it again", attempt, attempts)
+            ray.shutdown()
+            kill_pids(cluster_pids(temp_dir), timeout=10)
+            time.sleep(5)
+    raise AssertionError("unreachable")
 
 
 def _refresh_auth_config() -> None:
