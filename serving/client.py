@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 import httpx
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
 
@@ -22,6 +22,17 @@ class APIRequestError(RuntimeError):
         self.status, self.error, self.request_id = status, err, rid
 
 
+# A replica or engine that died or is being replaced (503 with Retry-After from the app; a plain 500/502 from
+# Ray Serve's proxy when the whole replica died mid-request): worth another try once Serve has replaced it.
+RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, APIRequestError):
+        return exc.status in RETRYABLE_STATUS
+    return isinstance(exc, (httpx.ConnectError, httpx.RemoteProtocolError))
+
+
 class TranslateClient:
     def __init__(self, endpoint: str | None = None, api_key: str | None = None, timeout: float = 180.0) -> None:
         self.endpoint = (endpoint or os.environ.get("XALIGN_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
@@ -34,8 +45,8 @@ class TranslateClient:
     def __exit__(self, *exc: object) -> None:
         self.http.close()
 
-    @retry(retry=retry_if_exception_type(httpx.ConnectError), stop=stop_after_attempt(3),
-           wait=wait_exponential(multiplier=0.5, max=4), reraise=True)
+    @retry(retry=retry_if_exception(_transient), stop=stop_after_attempt(4),
+           wait=wait_exponential(multiplier=1, max=10), reraise=True)
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         r = self.http.post(path, json=body)
         try:
