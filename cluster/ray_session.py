@@ -42,9 +42,14 @@ _QUIET_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_c
 
 
 def quiet_worker_logs() -> None:
-    """Ray `worker_process_setup_hook` of embedded clusters (runs in every worker process)."""
+    """Ray `worker_process_setup_hook` of embedded clusters (runs in every worker process, once connected)."""
+    import ray
+
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Ray internals that look a cluster up by address (that same cleaner) otherwise fail with "Found multiple
+    # active Ray instances" when another private cluster runs on the machine, and kill their thread.
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
 
 
 @contextmanager
