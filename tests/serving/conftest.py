@@ -24,10 +24,14 @@ def parrot_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="session")
 def serve_cluster():
     """A private embedded Ray cluster running Serve on a free port; shut down (and its processes reaped by PID)."""
+    import ray
     from ray import serve
 
     from cluster.local_cluster import free_port
     from cluster.ray_session import ray_session
+
+    # ray_session would reuse a cluster this process already holds, whose workers lack the key set below.
+    assert not ray.is_initialized(), "a Ray session of an earlier test is still open in this process"
 
     saved = os.environ.get("XALIGN_API_KEY")
     os.environ["XALIGN_API_KEY"] = API_KEY  # reaches the replicas through the session's worker environment

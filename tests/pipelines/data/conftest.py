@@ -4,7 +4,6 @@ cluster shared by the pipeline tests of a module."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -44,27 +43,15 @@ def alpaca():
     }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def data_ray():
-    """One embedded private Ray cluster (2 CPUs) shared by every pipeline test of this folder; `run_prepare`
-    attaches to it instead of starting its own. Ray 2.60 gives a starting node a fixed 30 s, which a heavily
-    shared 2-core machine can exceed: that one failure is retried (ray_session stops the half-started node)."""
-    from contextlib import ExitStack
-
+    """One embedded private Ray cluster (2 CPUs) per test module; `run_prepare` attaches to it instead of starting
+    its own. Module scope, not session: a session-wide in-process cluster would outlive this folder, and every
+    later `ray_session` of the test process (the serving tests') would silently reuse it with its environment."""
     from cluster.ray_session import ray_session
 
-    for attempt in range(3):
-        stack = ExitStack()
-        try:
-            address = stack.enter_context(ray_session(num_cpus=2))
-        except Exception as exc:
-            if "timed out during startup" not in str(exc) or attempt == 2:
-                raise
-            time.sleep(10)
-            continue
-        with stack:
-            yield address
-        return
+    with ray_session(num_cpus=2) as address:
+        yield address
 
 
 @pytest.fixture(scope="session")
