@@ -150,3 +150,26 @@ def test_few_shot_prompt_through_ray_data_vllm(export, tmp_path):
     meta = json.loads(run.meta("sft-tiny-step10", "de-en").read_text())
     assert meta["prompt"]["style"] == "few_shot" and meta["prompt"]["shots"] == 2
     assert "prompt `few_shot`" in (run.root / "report.md").read_text()
+
+
+def test_evaluate_under_ray_job_submit(export, private_cluster, submit_job, tmp_path):
+    """`xalign evaluate` as a Ray job against a cluster from `xalign cluster up`: the job's driver runs in a
+    copy of the checkout, finds the suite's data through the cluster's environment and its vLLM engine actors
+    run on that cluster."""
+    from pathlib import Path
+
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k != "XALIGN_DATA"}
+    env.update(private_cluster.env(), PATH=f"{bin_dir}:{os.environ['PATH']}")
+    runtime_env = {"env_vars": {"PATH": env["PATH"], "XALIGN_NO_PROGRESS": "1"}}
+    job = submit_job(
+        [str(bin_dir / "ray"), "job", "submit", "--address", private_cluster.dashboard_url, "--working-dir", ".",
+         "--runtime-env-json", json.dumps(runtime_env), "--",
+         "xalign", "evaluate", *SUITE, "--model", str(export), "--output", str(tmp_path), "limit=2",
+         "languages=[de]", "generation.max_tokens=8", "engine.max_model_len=512", "run_id=job"], env)
+    assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
+    doc = read_scores(find_run("job", str(tmp_path)))
+    assert doc["run"]["backend"] == ["ray-data-vllm"] and doc["run"]["directions"] == ["en-de", "de-en"]
+    assert all(len(read_generations(find_run("job", str(tmp_path)), row["system"], row["direction"])) == 2
+               for row in doc["rows"])
+    assert all("chrf" in row["scores"] for row in doc["rows"])
