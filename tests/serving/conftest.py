@@ -10,7 +10,7 @@ import secrets
 from pathlib import Path
 
 import pytest
-from serve_fixtures import started_ray, train_parrot
+from serve_fixtures import train_parrot
 
 API_KEY = secrets.token_hex(16)
 SERVE_PATIENCE = ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S")
@@ -40,7 +40,7 @@ def serve_cluster():
         os.environ.setdefault(var, "60")
     port = free_port()
     try:
-        with started_ray(ray_session):
+        with ray_session(num_cpus=2):  # retries a raylet that misses its startup window
             serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 300})
             try:
                 yield port

@@ -13,7 +13,6 @@ import base64
 import json
 import shutil
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -121,29 +120,6 @@ def _parrot_mistakes(model: Any, tok: Any) -> list[str]:
             if got != answer:
                 mistakes.append(f"wanted {answer!r}, got {got!r}")
     return mistakes
-
-
-@contextmanager
-def started_ray(ray_session: Any, attempts: int = 3):
-    """`ray_session(num_cpus=2)`, retried: on a saturated machine the raylet can miss Ray's fixed 30 s
-    registration window ("The current node timed out during startup"); each failed try is cleaned up by
-    ray_session itself."""
-    for attempt in range(1, attempts + 1):
-        cm = ray_session(num_cpus=2)
-        try:
-            address = cm.__enter__()
-        except Exception as exc:
-            if "timed out during startup" not in str(exc) or attempt == attempts:
-                raise
-            continue
-        try:
-            yield address
-        except BaseException:
-            if not cm.__exit__(*sys.exc_info()):
-                raise
-        else:
-            cm.__exit__(None, None, None)
-        return
 
 
 @contextmanager
