@@ -3,12 +3,12 @@
 Both engines run the same transforms (`pipelines.data.stages`) on the same recipe, each in a fresh
 subprocess so that peak RSS is the driver's own (Ray workers are separate processes); both must produce
 the same dataset id, which the script checks. `--scale K` makes K copies of every input file (Alpaca ids and
-NTREX lines repeated, in a temporary data root) to see how throughput and driver memory grow with the input;
-copies are exact duplicates, so the scaled runs switch dedup off (every record still goes through language
-ID, length checks and tokenization).
+NTREX lines repeated, in a temporary data root) and multiplies every source's `limit` by K, to see how
+throughput and driver memory grow with the input; copies are exact duplicates, so the scaled runs switch dedup
+off (every record still goes through language ID, length checks and tokenization).
 
     .venv/bin/python benchmarks/data_pipeline.py                                  # bayling2-mini, 1x
-    .venv/bin/python benchmarks/data_pipeline.py --scale 1 4 -- max_seq_len=256 mixing.total=2000
+    .venv/bin/python benchmarks/data_pipeline.py --scale 1 4 16 -- max_seq_len=256 mixing.total=2000  # 220k at 16x
 
 Results go to stdout (a Markdown table for docs/BENCHMARKS.md) and outputs/benchmarks/data_pipeline.json.
 """
@@ -60,6 +60,12 @@ def scaled_data_root(src: Path, dst: Path, k: int) -> None:
         (dst / "ntrex128" / f.name).write_text(f.read_text(encoding="utf-8") * k, encoding="utf-8")
 
 
+def scaled_limits(recipe, k: int) -> list[str]:
+    """Sources capped by `limit` read k times as many positions, so every builder's output grows k-fold."""
+    return [f"sources.{name}.limit={src.limit * k}" for name, src in recipe.sources.items()
+            if getattr(src, "limit", None)]
+
+
 def run_engine(engine: str, recipe: str, overrides: list[str], env: dict) -> dict:
     proc = subprocess.run([sys.executable, "-c", CHILD, engine, recipe, json.dumps(overrides)], cwd=REPO, env=env,
                           capture_output=True, text=True)
@@ -76,8 +82,11 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="recipe key=value overrides for both engines")
     args = ap.parse_args()
 
+    from cluster.config import load_recipe
     from cluster.locations import data_root
+    from pipelines.data.recipe import PrepareRecipe
 
+    recipe = load_recipe(PrepareRecipe, args.recipe, args.overrides)
     work = Path(tempfile.mkdtemp(prefix="xalign-bench-data-"))
     results = []
     try:
@@ -88,7 +97,7 @@ def main() -> None:
                 root = work / f"data-{k}"
                 scaled_data_root(data_root(), root, k)
                 env["XALIGN_DATA"] = str(root)
-                overrides += ["filters.dedup.exact=false", "filters.dedup.near=false"]
+                overrides += ["filters.dedup.exact=false", "filters.dedup.near=false", *scaled_limits(recipe, k)]
             row = {"scale": k}
             for engine in ("single-process", "ray"):  # alternating engines per scale, one run each
                 t = time.time()

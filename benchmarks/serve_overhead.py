@@ -1,7 +1,8 @@
 """What xalign's Ray Serve app costs on top of vLLM: the same model, engine settings and requests against
-`xalign serve` (FastAPI ingress + AsyncLLM in a Serve replica, behind Serve's proxy) and the plain vLLM OpenAI
-server (`python -m vllm.entrypoints.openai.api_server`), alternating in one run. Throughput ratio and latency
-difference per concurrency level; output lengths are fixed (`ignore_eos`, checked from `usage`).
+`xalign serve` (FastAPI ingress + AsyncLLM in a Serve replica, behind Serve's proxy), the plain vLLM OpenAI
+server (`python -m vllm.entrypoints.openai.api_server`) and Ray's own LLM serving (`ray.serve.llm`'s
+`build_openai_app` on CPU), alternating in one run. Throughput ratios and latency differences per concurrency
+level; output lengths are fixed (`ignore_eos`, checked from `usage`).
 
     .venv/bin/python benchmarks/serve_overhead.py                              # tiny model, ~5 min on 2 cores
     .venv/bin/python benchmarks/serve_overhead.py --model default --requests 32 --max-tokens 32   # Gemma 3 270M
@@ -62,6 +63,26 @@ def plain_vllm(recipe, model_path: Path, port: int, log: Path) -> subprocess.Pop
     return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
+def ray_llm_app(recipe, model_path: Path, max_ongoing: int):
+    """`ray.serve.llm` with the same engine settings. On CPU it runs vLLM with the `mp` executor (Ray's choice,
+    not overridable there); everything else matches the other two servers."""
+    from ray.serve.llm import LLMConfig, build_openai_app
+
+    from serving.engine import engine_kwargs
+
+    kw = {k: v for k, v in engine_kwargs(recipe.engine, str(model_path)).items()
+          if k not in ("model", "distributed_executor_backend")}
+    cfg = LLMConfig(
+        model_loading_config={"model_id": recipe.base_model_name, "model_source": str(model_path)},
+        accelerator_config={"kind": "cpu"},
+        placement_group_config={"bundles": [{"CPU": 1}]},
+        engine_kwargs=kw,
+        deployment_config={"num_replicas": 1, "max_ongoing_requests": max_ongoing},
+        runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", **recipe.deployment.env_vars}},
+    )
+    return build_openai_app({"llm_configs": [cfg]})
+
+
 def wait_http(url: str, proc: subprocess.Popen | None, timeout: float = 900) -> None:
     import httpx
 
@@ -111,29 +132,42 @@ async def load(base: str, model: str, requests: int, concurrency: int, max_token
 
 
 def summarize(runs: dict[str, list[dict]]) -> list[dict]:
-    """Per concurrency: medians over rounds, xalign/plain throughput ratio, latency differences."""
+    """Per concurrency: medians over rounds, xalign/plain (and xalign/ray-llm) throughput ratio, latency
+    differences."""
     rows = []
     for c in sorted({r["concurrency"] for r in runs["xalign"]}):
         med = {name: {k: statistics.median(r[k] for r in rs if r["concurrency"] == c)
-                      for k in ("tokens_per_s", "p50_ms", "p95_ms")} for name, rs in runs.items()}
+                      for k in ("tokens_per_s", "p50_ms", "p95_ms")} for name, rs in runs.items() if rs}
         x, p = med["xalign"], med["vllm"]
-        rows.append({"concurrency": c, "vllm_tok_s": p["tokens_per_s"], "xalign_tok_s": x["tokens_per_s"],
-                     "throughput_ratio": x["tokens_per_s"] / p["tokens_per_s"],
-                     "vllm_p50_ms": p["p50_ms"], "xalign_p50_ms": x["p50_ms"],
-                     "p50_diff_ms": x["p50_ms"] - p["p50_ms"],
-                     "vllm_p95_ms": p["p95_ms"], "xalign_p95_ms": x["p95_ms"],
-                     "p95_diff_ms": x["p95_ms"] - p["p95_ms"]})
+        row = {"concurrency": c, "vllm_tok_s": p["tokens_per_s"], "xalign_tok_s": x["tokens_per_s"],
+               "throughput_ratio": x["tokens_per_s"] / p["tokens_per_s"],
+               "vllm_p50_ms": p["p50_ms"], "xalign_p50_ms": x["p50_ms"],
+               "p50_diff_ms": x["p50_ms"] - p["p50_ms"],
+               "vllm_p95_ms": p["p95_ms"], "xalign_p95_ms": x["p95_ms"],
+               "p95_diff_ms": x["p95_ms"] - p["p95_ms"]}
+        if "ray-llm" in med:
+            r = med["ray-llm"]
+            row.update({"ray_llm_tok_s": r["tokens_per_s"], "ray_llm_p50_ms": r["p50_ms"],
+                        "ray_llm_p95_ms": r["p95_ms"], "ratio_vs_ray_llm": x["tokens_per_s"] / r["tokens_per_s"]})
+        rows.append(row)
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| concurrency | vLLM tok/s | xalign tok/s | ratio | vLLM p50 ms | xalign p50 ms | Δp50 ms | "
-             "vLLM p95 ms | xalign p95 ms | Δp95 ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+    ray_llm = all("ray_llm_tok_s" in r for r in rows)
+    head = ("| concurrency | vLLM tok/s | xalign tok/s | ratio | vLLM p50 ms | xalign p50 ms | Δp50 ms | "
+            "vLLM p95 ms | xalign p95 ms | Δp95 ms |")
+    if ray_llm:
+        head += " ray.serve.llm tok/s | ray.serve.llm p50 ms | xalign / ray.serve.llm |"
+    lines = [head, "|---" * head.count(" | ") + "|---|"]
     for r in rows:
-        lines.append(f"| {r['concurrency']} | {r['vllm_tok_s']:.0f} | {r['xalign_tok_s']:.0f} | "
-                     f"{r['throughput_ratio']:.2f} | {r['vllm_p50_ms']:.0f} | {r['xalign_p50_ms']:.0f} | "
-                     f"{r['p50_diff_ms']:+.0f} | {r['vllm_p95_ms']:.0f} | {r['xalign_p95_ms']:.0f} | "
-                     f"{r['p95_diff_ms']:+.0f} |")
+        line = (f"| {r['concurrency']} | {r['vllm_tok_s']:.0f} | {r['xalign_tok_s']:.0f} | "
+                f"{r['throughput_ratio']:.2f} | {r['vllm_p50_ms']:.0f} | {r['xalign_p50_ms']:.0f} | "
+                f"{r['p50_diff_ms']:+.0f} | {r['vllm_p95_ms']:.0f} | {r['xalign_p95_ms']:.0f} | "
+                f"{r['p95_diff_ms']:+.0f} |")
+        if ray_llm:
+            line += f" {r['ray_llm_tok_s']:.0f} | {r['ray_llm_p50_ms']:.0f} | {r['ratio_vs_ray_llm']:.2f} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -145,14 +179,17 @@ def plot(rows: list[dict], path: Path) -> None:
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     cs = [str(r["concurrency"]) for r in rows]
-    width = 0.38
+    servers = [("vllm", "plain vLLM server"), ("xalign", "xalign (Ray Serve)")]
+    if all("ray_llm_tok_s" in r for r in rows):
+        servers.append(("ray_llm", "ray.serve.llm"))
+    width = 0.8 / len(servers)
     xs = range(len(rows))
-    a.bar([x - width / 2 for x in xs], [r["vllm_tok_s"] for r in rows], width, label="plain vLLM server")
-    a.bar([x + width / 2 for x in xs], [r["xalign_tok_s"] for r in rows], width, label="xalign (Ray Serve)")
+    for i, (key, label) in enumerate(servers):
+        shift = (i - (len(servers) - 1) / 2) * width
+        a.bar([x + shift for x in xs], [r[f"{key}_tok_s"] for r in rows], width, label=label)
+        b.bar([x + shift for x in xs], [r[f"{key}_p50_ms"] for r in rows], width, label=label)
     a.set(xticks=list(xs), xticklabels=cs, xlabel="concurrency", ylabel="output tokens/s", title="Throughput")
     a.legend()
-    b.bar([x - width / 2 for x in xs], [r["vllm_p50_ms"] for r in rows], width, label="plain vLLM p50")
-    b.bar([x + width / 2 for x in xs], [r["xalign_p50_ms"] for r in rows], width, label="xalign p50")
     b.set(xticks=list(xs), xticklabels=cs, xlabel="concurrency", ylabel="ms", title="Request latency (p50)")
     b.legend()
     fig.tight_layout()
@@ -160,10 +197,10 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 @contextmanager
-def attached_ray(ray_session, attempts: int = 3):
-    """ray_session(num_cpus=2), retried: on a saturated machine the raylet can miss Ray's 30 s start window."""
+def attached_ray(ray_session, num_cpus: int = 2, attempts: int = 3):
+    """ray_session(num_cpus), retried: on a saturated machine the raylet can miss Ray's 30 s start window."""
     for attempt in range(1, attempts + 1):
-        cm = ray_session(num_cpus=2)
+        cm = ray_session(num_cpus=num_cpus)
         try:
             address = cm.__enter__()
         except Exception as exc:
@@ -187,6 +224,7 @@ def main() -> int:
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per concurrency level")
+    ap.add_argument("--no-ray-llm", action="store_true", help="leave out the ray.serve.llm server")
     ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                     help="serve recipe override for both servers, "
                          "e.g. deployment.env_vars.VLLM_ENABLE_V1_MULTIPROCESSING=1")
@@ -215,22 +253,32 @@ def main() -> int:
 
     vllm_port = free_port()
     proc = plain_vllm(recipe, model_path, vllm_port, args.out / "serve_overhead_vllm.log")
-    runs: dict[str, list[dict]] = {"vllm": [], "xalign": []}
+    runs: dict[str, list[dict]] = {"vllm": [], "xalign": [], "ray-llm": []}
     try:
-        with attached_ray(ray_session):
+        # Logical CPUs for three servers' actors; only one of them is under load at a time.
+        with attached_ray(ray_session, num_cpus=2 if args.no_ray_llm else 4):
             xalign_url = app.deploy(recipe, port=free_port())
             wait_http(f"http://127.0.0.1:{vllm_port}/health", proc)
             targets = {"vllm": f"http://127.0.0.1:{vllm_port}", "xalign": xalign_url}
+            if not args.no_ray_llm:
+                from ray import serve
+
+                serve.run(ray_llm_app(recipe, model_path, max(64, args.requests)), name="ray-llm",
+                          route_prefix="/ray-llm")
+                targets["ray-llm"] = xalign_url.rstrip("/") + "/ray-llm"
+                wait_http(targets["ray-llm"] + "/v1/models", None)
             for base in targets.values():  # warm-up: first requests compile/allocate
                 asyncio.run(load(base, "bench", 8, 4, args.max_tokens))
             for c in levels:
                 for rnd in range(args.rounds):
-                    order = list(targets) if rnd % 2 == 0 else list(reversed(targets))
+                    order = list(targets)[rnd % len(targets):] + list(targets)[:rnd % len(targets)]
                     for name in order:
                         r = asyncio.run(load(targets[name], "bench", args.requests, c, args.max_tokens))
                         runs[name].append(r)
-                        print(f"[{name:6}] c={c:<3} round {rnd}: {r['tokens_per_s']:7.1f} tok/s  "
+                        print(f"[{name:7}] c={c:<3} round {rnd}: {r['tokens_per_s']:7.1f} tok/s  "
                               f"p50 {r['p50_ms']:7.1f} ms  p95 {r['p95_ms']:7.1f} ms", flush=True)
+            if "ray-llm" in targets:
+                serve.delete("ray-llm")
             app.shutdown()
     finally:
         kill_pids([proc.pid], timeout=20)

@@ -2,13 +2,16 @@
 
 Positions are what work units slice: the item index of a JSON array, the 0-based line index of JSONL and
 plain-text files. Readers return only the slice a unit asks for, so a task never holds more than its chunk
-(aligned-by-id lookups load a whole instruction file once per worker process).
+(aligned-by-id lookups load a whole instruction file once per worker process). A JSON array is indexed (item
+byte offsets and lines) once per process, so each unit decodes its own items only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -145,12 +148,16 @@ def _validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _json_array(path: str | Path, stop: int | None) -> Iterator[tuple[int, int, Any]]:
-    """(index, line, item) of a top-level JSON array, decoding only up to `stop` items."""
+def _json_array(path: str | Path) -> Iterator[tuple[int, int, int, Any]]:
+    """(index, line, byte offset, item) of a top-level JSON array, validating every item and separator."""
     with open(path, "rb") as fh:
+        head = fh.read(len(UTF8_BOM))
+        fh.seek(0)
         text = "".join(check_line(path, i, raw) for i, raw in enumerate(fh, start=1))
     dec = json.JSONDecoder()
     pos, line, n = 0, 1, len(text)
+    # Byte offsets let units seek straight to their slice; they grow with the text already walked.
+    byte, walked = (len(UTF8_BOM) if head == UTF8_BOM else 0), 0
 
     def skip(p: int) -> int:
         while p < n and text[p] in " \t\r\n":
@@ -170,13 +177,13 @@ def _json_array(path: str | Path, stop: int | None) -> Iterator[tuple[int, int, 
     advance(start, pos)
     index = 0
     while pos < n and text[pos] != "]":
-        if stop is not None and index >= stop:
-            return
         try:
             obj, end = dec.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             raise InputError(f"{display_path(path)}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-        yield index, line, obj
+        byte += len(text[walked:pos].encode("utf-8"))
+        walked = pos
+        yield index, line, byte, obj
         index += 1
         nxt = skip(end)
         if nxt < n and text[nxt] == ",":
@@ -188,6 +195,40 @@ def _json_array(path: str | Path, stop: int | None) -> Iterator[tuple[int, int, 
         pos = nxt
     if pos >= n:
         raise InputError(f"{_where(path, line)}: JSON array is not closed")
+
+
+@lru_cache(maxsize=32)
+def _json_array_index(path: str, size: int, mtime_ns: int) -> tuple[array, array]:
+    """Byte offset and line of every item, from one validating pass per file and process (the file's size
+    and mtime are in the key, so a rewritten file is read again). Without it every unit would decode the
+    array from its first item: quadratic in the file's length."""
+    offsets, lines = array("q"), array("q")
+    for _, line, byte, _ in _json_array(path):
+        offsets.append(byte)
+        lines.append(line)
+    return offsets, lines
+
+
+def json_array_index(path: str | Path) -> tuple[array, array]:
+    st = os.stat(path)
+    return _json_array_index(str(path), st.st_size, st.st_mtime_ns)
+
+
+def _json_array_slice(path: str | Path, start: int, stop: int) -> Iterator[tuple[int, int, Any]]:
+    """Items [start, stop) read from their byte offsets: the index pass already validated the file."""
+    offsets, lines = json_array_index(path)
+    stop = min(stop, len(offsets))
+    if start >= stop:
+        return
+    base = offsets[start]
+    with open(path, "rb") as fh:
+        fh.seek(base)
+        data = fh.read(offsets[stop] - base if stop < len(offsets) else -1)
+    dec = json.JSONDecoder()
+    for i in range(start, stop):
+        end = offsets[i + 1] - base if i + 1 < stop else len(data)
+        obj, _ = dec.raw_decode(data[offsets[i] - base:end].decode("utf-8"))
+        yield i, lines[i], obj
 
 
 def _jsonl(path: str | Path, start: int, stop: int) -> Iterator[tuple[int, int, Any]]:
@@ -209,15 +250,13 @@ def is_json_array(path: str | Path) -> bool:
 def count_positions(path: str | Path) -> int:
     """Items of a JSON array, else lines."""
     if is_json_array(path):
-        return sum(1 for _ in _json_array(path, None))
+        return len(json_array_index(path)[0])
     return scan_file(path)[1]
 
 
 def _raw_items(path: str | Path, start: int, stop: int) -> Iterator[tuple[int, int, Any]]:
     if is_json_array(path):
-        for index, line, obj in _json_array(path, stop):
-            if index >= start:
-                yield index, line, obj
+        yield from _json_array_slice(path, start, stop)
     else:
         yield from _jsonl(path, start, stop)
 

@@ -21,38 +21,62 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "tokenizer.model")
 
 
-def load_tokenizer(model_path: str | Path):
-    from transformers import AutoTokenizer
+class SegmentEncoder:
+    """The model's `tokenizer.json` through `tokenizers` alone: the ids transformers' fast tokenizer gives for
+    `encode(text, add_special_tokens=False)` (tested on many scripts), without its import (~10 s in every
+    tokenizer actor) and per-call wrapping (about as long as the encoding itself)."""
 
-    tok = AutoTokenizer.from_pretrained(str(model_path))
+    def __init__(self, raw, bos_token: str | None) -> None:
+        self.raw = raw  # tokenizers.Tokenizer
+        self.bos_token = bos_token
+        self.bos_token_id = raw.token_to_id(bos_token) if bos_token else None
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        if add_special_tokens:
+            raise ValueError("SegmentEncoder encodes segments only: prompts.encode adds the BOS itself")
+        return self.raw.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids) -> str:
+        return self.raw.decode(list(ids), skip_special_tokens=False)
+
+
+def _check_markers(folder: Path, one_token) -> None:
     for marker in prompts.SPECIAL_TOKENS:
-        ids = tok.encode(marker, add_special_tokens=False)
-        if len(ids) != 1:
+        if not one_token(marker):
             raise ValueError(
-                f"tokenizer of {model_path} does not have {marker!r} as one token: use a model prepared by "
+                f"tokenizer of {folder} does not have {marker!r} as one token: use a model prepared by "
                 "xalign (cluster.models.resolve_model / attach_chat_template)"
             )
+
+
+def _bos_token(folder: Path) -> str | None:
+    cfg_file = folder / "tokenizer_config.json"
+    bos = json.loads(cfg_file.read_text()).get("bos_token") if cfg_file.is_file() else None
+    return bos.get("content") if isinstance(bos, dict) else bos
+
+
+def load_tokenizer(model_path: str | Path):
+    """What the pipeline tokenizes with: a `SegmentEncoder` when the model has a `tokenizer.json`, else
+    the transformers tokenizer."""
+    folder = Path(model_path)
+    if (folder / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        raw = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        _check_markers(folder, lambda m: len(raw.encode(m, add_special_tokens=False).ids) == 1)
+        return SegmentEncoder(raw, _bos_token(folder))
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    _check_markers(folder, lambda m: len(tok.encode(m, add_special_tokens=False)) == 1)
     return tok
 
 
 def _fast_identity(folder: Path) -> tuple[int, int | None, int | None]:
     """(vocabulary size, bos id, END id) from tokenizer.json with `tokenizers` alone: ~5x quicker than
     transformers for Gemma's 262k vocabulary, and the driver only needs these numbers and the marker check."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    for marker in prompts.SPECIAL_TOKENS:
-        if len(tok.encode(marker, add_special_tokens=False).ids) != 1:
-            raise ValueError(
-                f"tokenizer of {folder} does not have {marker!r} as one token: use a model prepared by "
-                "xalign (cluster.models.resolve_model / attach_chat_template)"
-            )
-    cfg_file = folder / "tokenizer_config.json"
-    bos = json.loads(cfg_file.read_text()).get("bos_token") if cfg_file.is_file() else None
-    if isinstance(bos, dict):
-        bos = bos.get("content")
-    return tok.get_vocab_size(with_added_tokens=True), tok.token_to_id(bos) if bos else None, tok.token_to_id(
-        prompts.END)
+    enc = load_tokenizer(folder)
+    return enc.raw.get_vocab_size(with_added_tokens=True), enc.bos_token_id, enc.raw.token_to_id(prompts.END)
 
 
 def tokenizer_identity(model_path: str | Path) -> dict:

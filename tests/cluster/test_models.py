@@ -3,6 +3,7 @@ import os
 
 import pytest
 import torch
+from tokenizer_checks import assert_same_ids_as_transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cluster import models
@@ -49,6 +50,7 @@ def test_default_model_converts_and_matches_vllm(monkeypatch):
     tok = AutoTokenizer.from_pretrained(path)
     assert tok.chat_template == prompts.CHAT_TEMPLATE
     assert prompts.START in tok.get_vocab()
+    assert_same_ids_as_transformers(path)  # the data pipeline's encoder on Gemma's 262k vocabulary
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     ids = tok("The capital of France is Paris. The capital of Germany is", add_special_tokens=True)["input_ids"]
     hf = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False)[0][len(ids):].tolist()

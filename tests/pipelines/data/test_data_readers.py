@@ -28,6 +28,26 @@ def test_alpaca_json_array_positions_and_lines(tmp_path):
     assert readers.count_positions(f) == 5
 
 
+
+def test_json_array_slices_from_byte_offsets_equal_one_full_read(tmp_path):
+    """Units seek to their items: a BOM, CRLF breaks, multi-byte text and several items on one line must not
+    shift an offset or a line number."""
+    items = [{"id": i, "instruction": f"Aufgabe {i} 翻译 ✓", "output": "Ответ " * i} for i in range(7)]
+    parts = [json.dumps(x, ensure_ascii=False) for x in items]
+    body = ("[\r\n  " + ",\r\n  ".join(parts[:3]) + ", " + ", ".join(parts[3:5]) + ",\r\n" + ",".join(parts[5:])
+            + "\r\n]")
+    f = tmp_path / "bom.json"
+    f.write_bytes(readers.UTF8_BOM + body.encode("utf-8"))
+    whole = readers.read_instructions(f, "alpaca", "de", 0, 7)
+    assert [g.output for g in whole] == [x["output"] for x in items]
+    assert [g.line for g in whole] == [2, 3, 4, 4, 4, 5, 5]
+    for size in (1, 2, 3, 7):
+        pieces = [g for a in range(0, 7, size) for g in readers.read_instructions(f, "alpaca", "de", a, a + size)]
+        assert pieces == whole
+    assert readers.read_instructions(f, "alpaca", "de", 6, 50) == whole[6:]
+    f.write_bytes(json.dumps(items[:2]).encode())  # rewritten in place: the cached index must not be reused
+    assert readers.count_positions(f) == 2 and readers.read_instructions(f, "alpaca", "de", 0, 9)[1].id == "1"
+
 @pytest.mark.parametrize(("name", "content", "where", "what"), [
     ("bad.jsonl", '{"instruction": "a", "output": "b"}\n{"instruction": "c"}\n', 2, "output: field required"),
     ("bad.jsonl", '{"instruction": "a", "output": "b"}\n\n{"instruction": "c", "output": 5}\n', 3,

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from tokenizer_checks import assert_same_ids_as_transformers
 from transformers import AutoTokenizer
 
 from pipelines import prompts
@@ -73,3 +74,10 @@ def test_tokenizer_identity_and_marker_check(tiny_model, tmp_path):
         load_tokenizer(tmp_path)
     with pytest.raises(ValueError, match="does not have '<start_of_turn>' as one token"):
         tokenizer_identity(tmp_path)
+
+
+def test_segment_encoder_gives_transformers_ids(tiny_model):
+    """The pipeline tokenizes with `tokenizers` alone; training and serving load transformers' tokenizer."""
+    assert_same_ids_as_transformers(tiny_model)
+    with pytest.raises(ValueError, match="segments only"):
+        load_tokenizer(tiny_model).encode("x", add_special_tokens=True)
