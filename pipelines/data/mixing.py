@@ -79,21 +79,30 @@ def plan(available: dict[str, dict[str, int]], cfg: Mixing, builders: list[str])
     return MixPlan(total, ratios, {b: avail[b] for b in ratios}, targets)
 
 
-def select_group(rows: list[dict], target: int, seed: int, num_shards: int) -> list[dict]:
-    """Pick `target` samples from one group's rows by seeded rank; whole passes repeat before a partial one."""
+def picks(rows: list[dict], target: int, seed: int) -> list[tuple[dict, int]]:
+    """(row, copy number) of `target` samples from one group by seeded rank; whole passes repeat before a
+    partial one. Reads only `sample_id`."""
     if not rows or target <= 0:
         return []
     rows = sorted(rows, key=lambda r: (seeding.uniform(seed, "select", r["sample_id"]), r["sample_id"]))
     full, rem = divmod(target, len(rows))
-    picked = [(r, c) for c in range(full) for r in rows] + [(r, full) for r in rows[:rem]]
+    return [(r, c) for c in range(full) for r in rows] + [(r, full) for r in rows[:rem]]
+
+
+def placement(sample_id: str, copy: int, seed: int, num_shards: int) -> tuple[str, int, int]:
+    """(sample id of this copy, order key, shard)."""
+    sid = sample_id + (f"#{copy}" if copy else "")
+    key = seeding.key64(seed, "order", sid)
+    return sid, key >> 1, key % num_shards
+
+
+def select_group(rows: list[dict], target: int, seed: int, num_shards: int) -> list[dict]:
     out = []
-    for row, copy in picked:
-        sid = row["sample_id"] + (f"#{copy}" if copy else "")
-        key = seeding.key64(seed, "order", sid)
+    for row, copy in picks(rows, target, seed):
+        sid, order_key, shard = placement(row["sample_id"], copy, seed, num_shards)
         out.append({
-            "sample_id": sid, "builder": row["builder"], "lang": row["lang"], "order_key": key >> 1,
-            "shard": key % num_shards, "input_ids": row["input_ids"], "labels": row["labels"],
-            "num_tokens": row["num_tokens"],
+            "sample_id": sid, "builder": row["builder"], "lang": row["lang"], "order_key": order_key,
+            "shard": shard, "input_ids": row["input_ids"], "labels": row["labels"], "num_tokens": row["num_tokens"],
         })
     return out
 

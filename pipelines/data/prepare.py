@@ -9,7 +9,8 @@
 The driver holds only the plan, counts and per-file statistics. Every Ray Data stage asks for a fraction of
 a CPU and the tokenizer pool leaves at least one CPU free, so tasks always find room next to the actors
 (the Ray Data/Train CPU deadlock in ../shared/STACK.md). Shuffles use Ray's task-based sort shuffle, which
-needs no long-lived aggregator actors.
+needs no long-lived aggregator actors, over a few coalesced blocks (`grouped`). Group-wise and tokenizer
+stages move only the columns they read into Python (`dedup.dedup_table`, `tokenization.tokenize_table`).
 """
 
 from __future__ import annotations
@@ -57,12 +58,17 @@ def build_and_filter(batch: pa.Table, ctx: BuildContext) -> pa.Table:
 
 
 def dedup_by_language(group: pa.Table, ctx: BuildContext) -> pa.Table:
-    return to_table(dedup.dedup_group(from_table(group), ctx.recipe.filters.dedup), RECORD_SCHEMA)
+    return dedup.dedup_table(group, ctx.recipe.filters.dedup)
 
 
 def count_block(batch: pa.Table) -> pa.Table:
-    cols = batch.select(["kind", "builder", "lang", "reject_reason", "reject_stage"]).to_pylist()
-    return pa.table({"stats": [stats.encode_counts(stats.count_rows(cols))]}, schema=STATS_SCHEMA)
+    """`stats.count_rows` as an Arrow aggregation: one row per key instead of one Python dict per record."""
+    keys = ["kind", "builder", "lang", "reject_reason", "reject_stage"]
+    g = batch.select(keys).group_by(keys, use_threads=False).aggregate([([], "count_all")])
+    counts = Counter({(kind, builder, lang, reason or stats.KEPT, stage or stats.KEPT): n
+                      for kind, builder, lang, reason, stage, n in zip(*(g.column(k).to_pylist() for k in keys),
+                                                                      g.column("count_all").to_pylist())})
+    return pa.table({"stats": [stats.encode_counts(counts)]}, schema=STATS_SCHEMA)
 
 
 def keep_rejected(batch: pa.Table) -> pa.Table:
@@ -83,7 +89,24 @@ def mixable(batch: pa.Table, groups: list[str]) -> pa.Table:
 
 
 def select_group(group: pa.Table, targets: dict[str, int], seed: int, num_shards: int) -> pa.Table:
-    return to_table(stages.select(from_table(group), targets, seed, num_shards), SELECTED_SCHEMA)
+    """`mixing.select_group` on Arrow: the picks are made on ids alone and only the picked rows' tokens are
+    taken (a group holds every candidate, the mixture often a small share of them)."""
+    ids = group.column("sample_id").to_pylist()
+    if not ids:
+        return SELECTED_SCHEMA.empty_table()
+    chosen = mixing.picks([{"sample_id": sid, "row": i} for i, sid in enumerate(ids)],
+                          targets[group.column("group")[0].as_py()], seed)
+    rows = pa.array([r["row"] for r, _ in chosen], pa.int64())
+    placed = [mixing.placement(r["sample_id"], copy, seed, num_shards) for r, copy in chosen]
+    taken = group.take(rows)
+    return pa.table({
+        "sample_id": pa.array([p[0] for p in placed], pa.string()),
+        "builder": taken.column("builder"), "lang": taken.column("lang"),
+        "order_key": pa.array([p[1] for p in placed], pa.int64()),
+        "shard": pa.array([p[2] for p in placed], pa.int32()),
+        "input_ids": taken.column("input_ids"), "labels": taken.column("labels"),
+        "num_tokens": taken.column("num_tokens"),
+    }, schema=SELECTED_SCHEMA)
 
 
 def pack_and_write(group: pa.Table, out_dir: str, max_seq_len: int) -> pa.Table:
@@ -129,6 +152,13 @@ def data_context(cfg: RayExecution) -> Iterator[None]:
         yield
     finally:
         ctx.shuffle_strategy, ctx.enable_progress_bars = saved
+
+
+def grouped(ds, key: str, blocks: int):
+    """Group by `key` after coalescing into `blocks` blocks. The task-based sort shuffle makes inputs x outputs
+    objects: hundreds of unit- or batch-sized blocks would mean 10^5 small objects, each held in the driver's
+    memory, and their bookkeeping would cost more than the work."""
+    return ds.repartition(blocks).groupby(key)
 
 
 def tokenize_pool_size(cfg: RayExecution, cluster_cpus: float, log: Log) -> int:
@@ -204,6 +234,7 @@ def _run(recipe: PrepareRecipe, inputs: Inputs, address: str, log: Log, ray_star
     ctx = BuildContext(recipe, inputs.infos)
     cpus = float(ray.cluster_resources().get("CPU", 1))
     actors = tokenize_pool_size(recipe.ray, cpus, log)
+    blocks = recipe.ray.shuffle_blocks or max(2, 2 * math.ceil(cpus))
     log(f"{len(files)} input files, {len(units)} work units, {actors} tokenizer actors on {cpus:g} CPUs")
     t = time.time()
 
@@ -214,14 +245,16 @@ def _run(recipe: PrepareRecipe, inputs: Inputs, address: str, log: Log, ray_star
             records = ray.data.from_items([u.as_item() for u in units], override_num_blocks=len(units))
             records = records.map_batches(build_and_filter, fn_kwargs={"ctx": ctx}, batch_size=1,
                                           batch_format="pyarrow", **task)
-            records = records.groupby("group").map_groups(dedup_by_language, fn_kwargs={"ctx": ctx},
-                                                          batch_format="pyarrow", **task)
+            if recipe.filters.dedup.exact or recipe.filters.dedup.near:  # else nothing needs a group's rows together
+                records = grouped(records, "group", blocks).map_groups(dedup_by_language, fn_kwargs={"ctx": ctx},
+                                                              batch_format="pyarrow", **task)
             records = records.map_batches(
                 tokenization.TokenizeStage, fn_constructor_kwargs={"model_path": str(model_path),
-                                                                   "max_seq_len": recipe.max_seq_len},
-                batch_size=recipe.ray.batch_size, batch_format="pyarrow", compute=ActorPoolStrategy(size=actors),
+                                                                   "max_seq_len": recipe.max_seq_len,
+                                                                   "rows_per_call": recipe.ray.batch_size},
+                batch_size=None, batch_format="pyarrow", compute=ActorPoolStrategy(size=actors),
                 num_cpus=recipe.ray.actor_cpus,
-            ).materialize()
+            ).repartition(blocks).materialize()  # a few large blocks: each later pass is a few tasks, not one per unit
             t = lap("build_filter_dedup_tokenize", t)
 
             counts: Counter = Counter()
@@ -233,8 +266,7 @@ def _run(recipe: PrepareRecipe, inputs: Inputs, address: str, log: Log, ray_star
             reject_stats = []
             if n_rejected:
                 reject_stats = _collect(
-                    records.map_batches(keep_rejected, batch_format="pyarrow", **task)
-                    .groupby("reject_reason")
+                    grouped(records.map_batches(keep_rejected, batch_format="pyarrow", **task), "reject_reason", blocks)
                     .map_groups(write_rejects, fn_kwargs={"out_dir": str(staging)}, batch_format="pyarrow", **task)
                 )
             t = lap("rejects", t)
@@ -246,15 +278,15 @@ def _run(recipe: PrepareRecipe, inputs: Inputs, address: str, log: Log, ray_star
                 n_shards = mixing.num_shards(plan.total, recipe.shards.num_shards, recipe.shards.samples_per_shard)
                 log(f"mixing {plan.total} SFT samples from {len(targets)} (builder, language) groups "
                     f"into {n_shards} shard(s)")
+                mixed = records.map_batches(mixable, fn_kwargs={"groups": sorted(k for k, n in targets.items() if n)},
+                                            batch_format="pyarrow", **task)
                 selected = (
-                    records.map_batches(mixable, fn_kwargs={"groups": sorted(k for k, n in targets.items() if n)},
-                                        batch_format="pyarrow", **task)
-                    .groupby("group")
+                    grouped(mixed, "group", blocks)
                     .map_groups(select_group, fn_kwargs={"targets": targets, "seed": recipe.mixing.seed,
                                                          "num_shards": n_shards}, batch_format="pyarrow", **task)
                 )
                 sft_stats = _collect(
-                    selected.groupby("shard").map_groups(
+                    grouped(selected, "shard", blocks).map_groups(
                         pack_and_write, fn_kwargs={"out_dir": str(staging), "max_seq_len": recipe.max_seq_len},
                         batch_format="pyarrow", **task)
                 )
@@ -264,10 +296,10 @@ def _run(recipe: PrepareRecipe, inputs: Inputs, address: str, log: Log, ray_star
             n_pairs = sum(n for k, n in counts.items() if k[0] == "dpo" and k[3] == stats.KEPT)
             if n_pairs:
                 n_shards = mixing.num_shards(n_pairs, recipe.shards.num_shards, recipe.shards.samples_per_shard)
+                pairs = records.map_batches(place_pairs, fn_kwargs={"seed": recipe.mixing.seed, "num_shards": n_shards},
+                                            batch_format="pyarrow", **task)
                 dpo_stats = _collect(
-                    records.map_batches(place_pairs, fn_kwargs={"seed": recipe.mixing.seed, "num_shards": n_shards},
-                                        batch_format="pyarrow", **task)
-                    .groupby("shard")
+                    grouped(pairs, "shard", blocks)
                     .map_groups(write_pairs, fn_kwargs={"out_dir": str(staging)}, batch_format="pyarrow", **task)
                 )
             t = lap("write_dpo", t)

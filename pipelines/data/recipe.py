@@ -275,7 +275,8 @@ class RayExecution(Strict):
     task_cpus: float = Field(0.5, gt=0)
     tokenize_actors: int | None = Field(None, ge=1, description="None: fit the cluster, leaving a CPU for tasks")
     actor_cpus: float = Field(0.5, gt=0)
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(256, ge=1, description="rows per tokenizer call inside a block")
+    shuffle_blocks: int | None = Field(None, ge=1, description="blocks a group-wise stage shuffles; None: 2 per CPU")
     progress: bool = True
 
 

@@ -16,6 +16,8 @@ def build_and_filter(unit: dict, ctx: BuildContext) -> list[dict]:
     rows = apply_record_filters(build_unit(unit, ctx), ctx.recipe.filters)
     for row in rows:
         row["group"] = dedup.group_key(row)
+        # Consumed by the filters and signatures above; copies of the text that later stages never read.
+        row["checks"] = row["dedup_text"] = None
     return rows
 
 

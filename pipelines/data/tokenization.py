@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines import prompts
-from pipelines.data.schema import from_table, is_kept, reject, to_table
+from pipelines.data.schema import RECORD_SCHEMA, is_kept, reject
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "tokenizer.model")
@@ -143,12 +143,39 @@ def tokenize_rows(tok, rows: list[dict], max_seq_len: int) -> list[dict]:
     return rows
 
 
-class TokenizeStage:
-    """Ray Data actor: loads the tokenizer once, then tokenizes batches."""
+READS = ("kind", "messages", "chosen", "rejected", "reject_reason", "reject_stage", "reject_detail")
+WRITES = ("reject_reason", "reject_stage", "reject_detail", "minhash", "input_ids", "labels", "prompt_ids",
+          "chosen_ids", "rejected_ids", "num_tokens")
 
-    def __init__(self, model_path: str, max_seq_len: int) -> None:
+
+def tokenize_table(tok, table: pa.Table, max_seq_len: int) -> pa.Table:
+    """`tokenize_rows` on an Arrow batch: only the columns it reads cross into Python and only the columns
+    it writes are replaced (a full to_pylist/from_pylist round trip costs more than the tokenizing)."""
+    rows = table.select(list(READS)).to_pylist()
+    for r in rows:
+        for name in WRITES:
+            r.setdefault(name, None)
+    tokenize_rows(tok, rows, max_seq_len)
+    for name in WRITES:
+        field = RECORD_SCHEMA.field(name)
+        table = table.set_column(table.schema.get_field_index(name), field,
+                                 pa.array([r[name] for r in rows], type=field.type))
+    return table
+
+
+class TokenizeStage:
+    """Ray Data actor: loads the tokenizer once, then tokenizes whole blocks, `rows_per_call` rows at a time.
+
+    It takes whole blocks (map_batches with batch_size=None) because Ray Data fuses the build stage into this
+    actor when no shuffle separates them, and a row batch size would then count work units, not records:
+    256 units would make one batch of everything, run by one actor."""
+
+    def __init__(self, model_path: str, max_seq_len: int, rows_per_call: int) -> None:
         self.tok = load_tokenizer(model_path)
         self.max_seq_len = max_seq_len
+        self.rows_per_call = rows_per_call
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return to_table(tokenize_rows(self.tok, from_table(batch), self.max_seq_len))
+    def __call__(self, block: pa.Table) -> pa.Table:
+        n, step = block.num_rows, self.rows_per_call
+        parts = [tokenize_table(self.tok, block.slice(i, step), self.max_seq_len) for i in range(0, n, step)]
+        return pa.concat_tables(parts) if len(parts) > 1 else parts[0] if parts else block

@@ -4,7 +4,7 @@ import random
 
 from pipelines.data.filters import apply_record_filters, dedup
 from pipelines.data.recipe import DedupFilter, Filters
-from pipelines.data.schema import new_record
+from pipelines.data.schema import RECORD_SCHEMA, new_record, to_table
 
 GERMAN = "Der Bundestag hat heute ein neues Gesetz über erneuerbare Energien beschlossen."
 ENGLISH = "The parliament passed a new law on renewable energy sources this afternoon."
@@ -77,6 +77,23 @@ def test_dedup_exact_and_near_within_a_language_in_id_order():
     assert got["a2"] == ("exact_duplicate", "same text as a1")
     assert got["a3"][0] == "near_duplicate" and "a1" in got["a3"][1]
     assert got["fr1"] == (None, None) and got["other-builder"] == (None, None)
+
+
+def test_dedup_table_gives_the_verdicts_of_dedup_group():
+    """The Ray stage moves only the columns dedup reads into Python; the verdicts must be the row version's."""
+    base = "The committee will publish its final report on the water supply next Tuesday morning."
+    for cfg in (DedupFilter(), DedupFilter(near=False), DedupFilter(exact=False)):
+        rows = [rec(f"s{i}", [], text=base + ("!" * (i % 3)) + (" Yes." if i % 4 == 0 else "")) for i in range(9)]
+        rows.append(rec("gone", [], text=base, reject_reason="too_short", reject_stage="length"))
+        apply_record_filters(rows, Filters.model_validate({"langid": {"enabled": False}, "dedup": cfg.model_dump()}))
+        shuffled = rows[:]
+        random.Random(1).shuffle(shuffled)
+        table = dedup.dedup_table(to_table([dict(r) for r in shuffled]), cfg)
+        expected = dedup.dedup_group([dict(r) for r in rows], cfg)
+        assert table.schema == RECORD_SCHEMA and table.column("minhash").null_count == len(rows)
+        got = table.drop_columns(["minhash"]).to_pylist()
+        assert got == [{k: v for k, v in r.items() if k != "minhash"} for r in expected]
+        assert sum(r["reject_reason"] is not None for r in got) > 1
 
 
 def test_near_dedup_can_be_switched_off():

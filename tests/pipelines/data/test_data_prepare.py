@@ -107,7 +107,7 @@ def test_same_inputs_and_recipe_give_identical_bytes(prepared: Path, data_ray, t
     path = tmp_path / "small.yaml"
     path.write_text(yaml.safe_dump(recipe))
     rc = main(["prepare", "--recipe", str(path), "ray.chunk_records=17", "ray.tokenize_actors=1",
-               "ray.batch_size=7", "--address", data_ray])
+               "ray.batch_size=7", "ray.shuffle_blocks=3", "--address", data_ray])
     assert rc == 0
     again = next((tmp_path / "again").iterdir())
     out = capsys.readouterr().out
@@ -121,3 +121,18 @@ def test_same_inputs_and_recipe_give_identical_bytes(prepared: Path, data_ray, t
     assert (again / "manifest.json").read_bytes() == (prepared / "manifest.json").read_bytes()
     assert json.loads((reference / "run.json").read_text())["engine"] == "single-process"
 
+
+
+def test_without_dedup_no_shuffle_precedes_tokenizing_and_the_bytes_match(data_ray, tiny_model, small_recipe, tmp_path):
+    """With dedup off the build stage feeds the tokenizer actors directly (Ray Data fuses the two); the dataset
+    must still be the single-process reference's, byte for byte."""
+    def recipe(out: str) -> PrepareRecipe:
+        raw = small_recipe(str(tiny_model), out)
+        raw["filters"] = {**raw.get("filters", {}), "dedup": {"exact": False, "near": False}}
+        return validate(PrepareRecipe, raw)
+
+    ray_out = run_prepare(recipe(str(tmp_path / "ray")), address=data_ray)
+    reference = run_reference(recipe(str(tmp_path / "ref")))
+    assert ray_out.name == reference.name and files_of(ray_out) == files_of(reference)
+    run = json.loads((ray_out / "run.json").read_text())
+    assert run["records_built"] == manifest.load(ray_out)["counts"]["built"]

@@ -7,8 +7,8 @@ from tokenizer_checks import assert_same_ids_as_transformers
 from transformers import AutoTokenizer
 
 from pipelines import prompts
-from pipelines.data.schema import new_record
-from pipelines.data.tokenization import load_tokenizer, tokenize_rows, tokenizer_identity
+from pipelines.data.schema import new_record, to_table
+from pipelines.data.tokenization import load_tokenizer, tokenize_rows, tokenize_table, tokenizer_identity
 
 CONV = [{"role": "user", "content": prompts.translation_instruction("en", "de", "Good morning!")},
         {"role": "assistant", "content": "Guten Morgen!"},
@@ -81,3 +81,20 @@ def test_segment_encoder_gives_transformers_ids(tiny_model):
     assert_same_ids_as_transformers(tiny_model)
     with pytest.raises(ValueError, match="segments only"):
         load_tokenizer(tiny_model).encode("x", add_special_tokens=True)
+
+
+def test_tokenize_table_equals_tokenize_rows(tiny_model):
+    """The Ray actor replaces only the columns tokenizing writes; every other column passes through."""
+    tok = load_tokenizer(tiny_model)
+    rows = [new_record(sample_id="a", kind="sft", messages=CONV, minhash=[1, 2, 3], source_index=4),
+            new_record(sample_id="b", kind="sft", messages=CONV, reject_reason="too_short", reject_stage="length"),
+            new_record(sample_id="c", kind="dpo", messages=CONV[:1], chosen="Guten Morgen!", rejected="Good morning!"),
+            new_record(sample_id="d", kind="sft", messages=CONV * 8)]
+    limit = len(prompts.encode(tok, CONV)[0]) + 1
+    table = tokenize_table(tok, to_table([dict(r) for r in rows]), limit)
+    expected = to_table(tokenize_rows(tok, [dict(r) for r in rows], limit))
+    assert table.equals(expected)
+    got = {r["sample_id"]: r for r in table.to_pylist()}
+    assert got["a"]["input_ids"] and got["a"]["minhash"] is None and got["a"]["source_index"] == 4
+    assert got["b"]["reject_reason"] == "too_short" and got["c"]["chosen_ids"]
+    assert got["d"]["reject_reason"] == "too_long_tokens"
