@@ -10,7 +10,7 @@ off (every record still goes through language ID, length checks and tokenization
     .venv/bin/python benchmarks/data_pipeline.py                                  # bayling2-mini, 1x
     .venv/bin/python benchmarks/data_pipeline.py --scale 1 4 16 -- max_seq_len=256 mixing.total=2000  # 220k at 16x
 
-Results go to stdout (a Markdown table for docs/BENCHMARKS.md) and outputs/benchmarks/data_pipeline.json.
+Results go to stdout (a Markdown table for docs/BENCHMARKS.md) and outputs/benchmarks/data_pipeline.{json,png}.
 """
 
 from __future__ import annotations
@@ -75,6 +75,30 @@ def run_engine(engine: str, recipe: str, overrides: list[str], env: dict) -> dic
     raise SystemExit(f"{engine} run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
 
 
+def plot(results: list[dict], path: Path) -> None:
+    """Throughput and driver peak RSS per input scale, both engines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scales = [r["scale"] for r in results]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for engine, label in (("single-process", "single process"), ("ray", "Ray Data (2 CPUs)")):
+        a.plot(scales, [r[engine]["run"]["records_built"] / r[engine]["wall_s"] for r in results], "o-", label=label)
+        b.plot(scales, [r[engine]["peak_rss_mb"] for r in results], "o-", label=label)
+    for ax in (a, b):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(scales, [f"{k}x" for k in scales])
+        ax.set_xlabel("input (copies of every source)")
+        ax.legend()
+    a.set(ylabel="records/s", title="Throughput")
+    b.set(ylabel="MB", title="Driver peak RSS")
+    b.set_ylim(bottom=0)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default="bayling2-mini")
@@ -126,7 +150,8 @@ def main() -> None:
     out = REPO / "outputs" / "benchmarks" / "data_pipeline.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"recipe": args.recipe, "overrides": args.overrides, "results": results}, indent=2))
-    print(f"\nwritten {out.relative_to(REPO)}")
+    plot(results, out.with_suffix(".png"))
+    print(f"\nwritten {out.relative_to(REPO)} and {out.with_suffix('.png').relative_to(REPO)}")
 
 
 if __name__ == "__main__":
