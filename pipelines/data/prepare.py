@@ -62,13 +62,7 @@ def dedup_by_language(group: pa.Table, ctx: BuildContext) -> pa.Table:
 
 
 def count_block(batch: pa.Table) -> pa.Table:
-    """`stats.count_rows` as an Arrow aggregation: one row per key instead of one Python dict per record."""
-    keys = ["kind", "builder", "lang", "reject_reason", "reject_stage"]
-    g = batch.select(keys).group_by(keys, use_threads=False).aggregate([([], "count_all")])
-    counts = Counter({(kind, builder, lang, reason or stats.KEPT, stage or stats.KEPT): n
-                      for kind, builder, lang, reason, stage, n in zip(*(g.column(k).to_pylist() for k in keys),
-                                                                      g.column("count_all").to_pylist())})
-    return pa.table({"stats": [stats.encode_counts(counts)]}, schema=STATS_SCHEMA)
+    return pa.table({"stats": [stats.encode_counts(stats.count_table(batch))]}, schema=STATS_SCHEMA)
 
 
 def keep_rejected(batch: pa.Table) -> pa.Table:

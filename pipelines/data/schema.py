@@ -8,7 +8,7 @@ compact, and the same bytes in every run.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -134,6 +134,23 @@ def to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema = RECORD_SCHEMA) 
 
 def from_table(table: pa.Table) -> list[dict[str, Any]]:
     return table.to_pylist()
+
+
+def on_columns(table: pa.Table, reads: Sequence[str], writes: Sequence[str],
+               fn: Callable[[list[dict[str, Any]]], object]) -> pa.Table:
+    """Run a row function on record columns: only `reads` cross into Python (columns in `writes` but not in
+    `reads` start as None), and only `writes` are replaced. A whole-record to_pylist/from_pylist round trip
+    costs more than the group-wise and tokenizer stages' own work."""
+    rows = table.select(list(reads)).to_pylist()
+    for r in rows:
+        for name in writes:
+            r.setdefault(name, None)
+    fn(rows)
+    for name in writes:
+        field = RECORD_SCHEMA.field(name)
+        table = table.set_column(table.schema.get_field_index(name), field,
+                                 pa.array([r[name] for r in rows], type=field.type))
+    return table
 
 
 def reject(row: dict[str, Any], reason: str, stage: str, detail: str | None = None) -> dict[str, Any]:

@@ -8,10 +8,24 @@ from collections import Counter, defaultdict
 KEPT = ""  # the reason column of records that survived
 
 
+COUNT_KEYS = ("kind", "builder", "lang", "reject_reason", "reject_stage")
+
+
+def _key(kind: str, builder: str, lang: str, reason: str | None, stage: str | None) -> tuple:
+    return kind, builder, lang, reason or KEPT, stage or KEPT
+
+
 def count_rows(rows: list[dict]) -> Counter:
     """(kind, builder, lang, reject reason or KEPT, stage or KEPT) -> records."""
-    return Counter((r["kind"], r["builder"], r["lang"], r["reject_reason"] or KEPT, r["reject_stage"] or KEPT)
-                   for r in rows)
+    return Counter(_key(*(r[k] for k in COUNT_KEYS)) for r in rows)
+
+
+def count_table(table) -> Counter:
+    """`count_rows` as an Arrow aggregation: one Python tuple per key, not one dict per record."""
+    keys = list(COUNT_KEYS)
+    g = table.select(keys).group_by(keys, use_threads=False).aggregate([([], "count_all")])
+    columns = [g.column(k).to_pylist() for k in keys]
+    return Counter({_key(*key): n for *key, n in zip(*columns, g.column("count_all").to_pylist())})
 
 
 def encode_counts(c: Counter) -> str:

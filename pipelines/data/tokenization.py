@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines import prompts
-from pipelines.data.schema import RECORD_SCHEMA, is_kept, reject
+from pipelines.data import schema
+from pipelines.data.schema import is_kept, reject
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "tokenizer.model")
@@ -149,18 +150,8 @@ WRITES = ("reject_reason", "reject_stage", "reject_detail", "minhash", "input_id
 
 
 def tokenize_table(tok, table: pa.Table, max_seq_len: int) -> pa.Table:
-    """`tokenize_rows` on an Arrow batch: only the columns it reads cross into Python and only the columns
-    it writes are replaced (a full to_pylist/from_pylist round trip costs more than the tokenizing)."""
-    rows = table.select(list(READS)).to_pylist()
-    for r in rows:
-        for name in WRITES:
-            r.setdefault(name, None)
-    tokenize_rows(tok, rows, max_seq_len)
-    for name in WRITES:
-        field = RECORD_SCHEMA.field(name)
-        table = table.set_column(table.schema.get_field_index(name), field,
-                                 pa.array([r[name] for r in rows], type=field.type))
-    return table
+    """`tokenize_rows` on an Arrow batch, moving only the columns it reads and writes."""
+    return schema.on_columns(table, READS, WRITES, lambda rows: tokenize_rows(tok, rows, max_seq_len))
 
 
 class TokenizeStage:
@@ -178,4 +169,4 @@ class TokenizeStage:
     def __call__(self, block: pa.Table) -> pa.Table:
         n, step = block.num_rows, self.rows_per_call
         parts = [tokenize_table(self.tok, block.slice(i, step), self.max_seq_len) for i in range(0, n, step)]
-        return pa.concat_tables(parts) if len(parts) > 1 else parts[0] if parts else block
+        return pa.concat_tables(parts) if parts else block

@@ -14,10 +14,11 @@ import hashlib
 import zlib
 
 import numpy as np
+import pyarrow as pa
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from pipelines.data.recipe import DedupFilter
-from pipelines.data.schema import is_kept, reject
+from pipelines.data.schema import is_kept, on_columns, reject
 
 SCHEME = "affine32"  # datasketch's 32-bit scheme: signatures fit the uint32 column
 
@@ -70,24 +71,16 @@ def dedup_group(rows: list[dict], cfg: DedupFilter) -> list[dict]:
     return rows
 
 
-DEDUP_COLUMNS = ("sample_id", "exact_hash", "minhash", "reject_reason", "reject_stage", "reject_detail")
+def dedup_table(group: pa.Table, cfg: DedupFilter) -> pa.Table:
+    """`dedup_group` on an Arrow group; the signatures are dropped after it (nothing later reads them)."""
+    reads = ["sample_id", "exact_hash", "reject_reason", "reject_stage", "reject_detail"]
+    if cfg.near:
+        reads.append("minhash")
 
+    def run(rows: list[dict]) -> None:
+        dedup_group(rows, cfg)
+        for r in rows:
+            r["minhash"] = None
 
-def dedup_table(group, cfg: DedupFilter):
-    """`dedup_group` on an Arrow group: only the columns it reads cross into Python, its verdicts come back as
-    columns, and the signatures are dropped (nothing after dedup reads them)."""
-    import pyarrow as pa
-
-    from pipelines.data.schema import RECORD_SCHEMA
-
-    group = group.sort_by("sample_id")
-    wanted = [c for c in DEDUP_COLUMNS if cfg.near or c != "minhash"]
-    rows = group.select(wanted).to_pylist()
-    for r in rows:
-        r.setdefault("minhash", None)
-    dedup_group(rows, cfg)
-    for name in ("reject_reason", "reject_stage", "reject_detail", "minhash"):
-        field = RECORD_SCHEMA.field(name)
-        values = [None] * len(rows) if name == "minhash" else [r[name] for r in rows]
-        group = group.set_column(group.schema.get_field_index(name), field, pa.array(values, type=field.type))
-    return group
+    return on_columns(group.sort_by("sample_id"), reads, ["reject_reason", "reject_stage", "reject_detail",
+                                                          "minhash"], run)

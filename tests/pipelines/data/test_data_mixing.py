@@ -4,8 +4,9 @@ from collections import Counter
 
 import pytest
 
-from pipelines.data import mixing
+from pipelines.data import mixing, stats
 from pipelines.data.recipe import Mixing
+from pipelines.data.schema import new_record, to_table
 
 AVAILABLE = {
     "instructions": {"eng_Latn": 1900, "zho_Hans": 1800},
@@ -65,3 +66,14 @@ def test_select_group_exact_counts_repeats_and_seed():
 def test_largest_remainder():
     assert mixing.largest_remainder(10, {"a": 1, "b": 1, "c": 1}) == {"a": 4, "b": 3, "c": 3}
     assert sum(mixing.largest_remainder(997, {"a": 0.3, "b": 0.3, "c": 0.4}).values()) == 997
+
+
+def test_counting_in_arrow_equals_counting_rows():
+    """The Ray pass counts with an Arrow aggregation; the reference counts dicts. Rejects keep their reason."""
+    rows = [new_record(sample_id=str(i), kind="sft" if i % 5 else "dpo", builder="b" if i % 2 else "c",
+                       lang="deu_Latn" if i % 3 else "fra_Latn", reject_reason=None if i % 4 else "too_short",
+                       reject_stage=None if i % 4 else "length") for i in range(60)]
+    counts = stats.count_table(to_table(rows))
+    assert counts == stats.count_rows(rows) and sum(counts.values()) == 60
+    assert counts[("sft", "b", "deu_Latn", stats.KEPT, stats.KEPT)] > 0
+    assert sum(n for k, n in counts.items() if k[3] == "too_short") == 15
