@@ -79,12 +79,23 @@ def plan(available: dict[str, dict[str, int]], cfg: Mixing, builders: list[str])
     return MixPlan(total, ratios, {b: avail[b] for b in ratios}, targets)
 
 
+def rank(seed: int, sample_id: str) -> float:
+    return seeding.uniform(seed, "select", sample_id)
+
+
+def candidate_limits(targets: dict[str, int], available: dict[str, dict[str, int]]) -> dict[str, int | None]:
+    """Per drawn group, how many of its lowest-ranked records its picks can come from: the target, or None
+    (all of them) where the target repeats the group."""
+    sizes = {group_key(b, lang): n for b, per in available.items() for lang, n in per.items()}
+    return {g: (None if n >= sizes[g] else n) for g, n in sorted(targets.items()) if n > 0}
+
+
 def picks(rows: list[dict], target: int, seed: int) -> list[tuple[dict, int]]:
     """(row, copy number) of `target` samples from one group by seeded rank; whole passes repeat before a
     partial one. Reads only `sample_id`."""
     if not rows or target <= 0:
         return []
-    rows = sorted(rows, key=lambda r: (seeding.uniform(seed, "select", r["sample_id"]), r["sample_id"]))
+    rows = sorted(rows, key=lambda r: (rank(seed, r["sample_id"]), r["sample_id"]))
     full, rem = divmod(target, len(rows))
     return [(r, c) for c in range(full) for r in rows] + [(r, full) for r in rows[:rem]]
 

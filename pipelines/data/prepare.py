@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -73,13 +74,26 @@ def write_rejects(group: pa.Table, out_dir: str) -> pa.Table:
     return _stats_row(shards.write_rejects(from_table(group), Path(out_dir)))
 
 
-def mixable(batch: pa.Table, groups: list[str]) -> pa.Table:
+def mix_candidates(batch: pa.Table, limits: dict[str, int | None], seed: int) -> pa.Table:
+    """The block's surviving SFT rows that can be among their group's picks: a group's `limit` lowest-ranked
+    rows (`mixing.picks`' order), or all of them where the limit is None (the group repeats whole). Every pick
+    is among its own block's lowest-ranked, so only a few rows per group cross the mix shuffle, not every
+    candidate's tokens."""
     keep = pc.and_(pc.equal(batch["kind"], "sft"), pc.is_null(batch["reject_reason"]))
     t = batch.filter(keep)
     group = pc.binary_join_element_wise(t["builder"], t["lang"], "\t")
     t = t.set_column(t.schema.get_field_index("group"), "group", group)
-    t = t.filter(pc.is_in(t["group"], value_set=pa.array(groups, pa.string())))
-    return t.select(["sample_id", "builder", "lang", "group", "input_ids", "labels", "num_tokens"])
+    t = t.filter(pc.is_in(t["group"], value_set=pa.array(sorted(limits), pa.string())))
+    rank = pa.array([mixing.rank(seed, sid) for sid in t.column("sample_id").to_pylist()], pa.float64())
+    t = t.append_column("rank", rank).sort_by([("group", "ascending"), ("rank", "ascending"),
+                                              ("sample_id", "ascending")])
+    rows, start, groups = [], 0, t.column("group").to_pylist()
+    for end in [i for i in range(1, len(groups)) if groups[i] != groups[i - 1]] + ([len(groups)] if groups else []):
+        limit = limits[groups[start]]
+        rows.extend(range(start, end if limit is None else min(end, start + limit)))
+        start = end
+    return t.take(pa.array(rows, pa.int64())).select(
+        ["sample_id", "builder", "lang", "group", "input_ids", "labels", "num_tokens"])
 
 
 def select_group(group: pa.Table, targets: dict[str, int], seed: int, num_shards: int) -> pa.Table:
@@ -181,6 +195,52 @@ def _unwrap_input_error(exc: BaseException) -> InputError | None:
     return None
 
 
+def _write_rejects(records, staging: Path, blocks: int, task: dict) -> list[dict]:
+    rejected = records.map_batches(keep_rejected, batch_format="pyarrow", **task)
+    return _collect(grouped(rejected, "reject_reason", blocks).map_groups(
+        write_rejects, fn_kwargs={"out_dir": str(staging)}, batch_format="pyarrow", **task))
+
+
+def _write_sft(records, recipe: PrepareRecipe, plan: mixing.MixPlan, staging: Path, blocks: int, task: dict,
+               log: Log) -> list[dict]:
+    targets, seed = plan.group_targets(), recipe.mixing.seed
+    n_shards = mixing.num_shards(plan.total, recipe.shards.num_shards, recipe.shards.samples_per_shard)
+    log(f"mixing {plan.total} SFT samples from {len(targets)} (builder, language) groups into {n_shards} shard(s)")
+    candidates = records.map_batches(mix_candidates, batch_format="pyarrow", **task, fn_kwargs={
+        "limits": mixing.candidate_limits(targets, plan.available), "seed": seed})
+    selected = grouped(candidates, "group", blocks).map_groups(select_group, batch_format="pyarrow", **task, fn_kwargs={
+        "targets": targets, "seed": seed, "num_shards": n_shards})
+    return _collect(grouped(selected, "shard", blocks).map_groups(pack_and_write, batch_format="pyarrow", **task,
+                                                                  fn_kwargs={"out_dir": str(staging),
+                                                                             "max_seq_len": recipe.max_seq_len}))
+
+
+def _write_dpo(records, recipe: PrepareRecipe, n_pairs: int, staging: Path, blocks: int, task: dict) -> list[dict]:
+    n_shards = mixing.num_shards(n_pairs, recipe.shards.num_shards, recipe.shards.samples_per_shard)
+    pairs = records.map_batches(place_pairs, fn_kwargs={"seed": recipe.mixing.seed, "num_shards": n_shards},
+                                batch_format="pyarrow", **task)
+    return _collect(grouped(pairs, "shard", blocks).map_groups(write_pairs, fn_kwargs={"out_dir": str(staging)},
+                                                               batch_format="pyarrow", **task))
+
+
+def _run_concurrently(jobs: dict[str, Callable[[], list[dict]]], timings: dict) -> dict[str, list[dict]]:
+    """The three writers read the same materialized records and write disjoint files: run as concurrent Ray Data
+    executions, their shuffles' scheduling rounds overlap instead of adding up (each is a few small tasks)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def timed(name: str, job: Callable[[], list[dict]]) -> list[dict]:
+        t = time.time()
+        out = job()
+        timings[name] = round(time.time() - t, 3)
+        return out
+
+    if not jobs:
+        return {}
+    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="xalign-writer") as pool:
+        futures = {name: pool.submit(timed, name, job) for name, job in jobs.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
 @dataclass
 class Inputs:
     """What the driver learns before any cluster work: bad inputs and recipes fail here, without Ray."""
@@ -257,46 +317,23 @@ def _run(recipe: PrepareRecipe, inputs: Inputs, address: str, log: Log, ray_star
             n_rejected = sum(n for k, n in counts.items() if k[3] != stats.KEPT)
             log(f"{sum(counts.values())} records built, {n_rejected} rejected")
 
-            reject_stats = []
-            if n_rejected:
-                reject_stats = _collect(
-                    grouped(records.map_batches(keep_rejected, batch_format="pyarrow", **task), "reject_reason", blocks)
-                    .map_groups(write_rejects, fn_kwargs={"out_dir": str(staging)}, batch_format="pyarrow", **task)
-                )
-            t = lap("rejects", t)
+            t = lap("counts", t)
 
-            plan, sft_stats = None, []
+            plan = None
             if recipe.sft_builders():
                 plan = mixing.plan(stats.available(counts, "sft"), recipe.mixing, recipe.sft_builders())
-                targets = plan.group_targets()
-                n_shards = mixing.num_shards(plan.total, recipe.shards.num_shards, recipe.shards.samples_per_shard)
-                log(f"mixing {plan.total} SFT samples from {len(targets)} (builder, language) groups "
-                    f"into {n_shards} shard(s)")
-                mixed = records.map_batches(mixable, fn_kwargs={"groups": sorted(k for k, n in targets.items() if n)},
-                                            batch_format="pyarrow", **task)
-                selected = (
-                    grouped(mixed, "group", blocks)
-                    .map_groups(select_group, fn_kwargs={"targets": targets, "seed": recipe.mixing.seed,
-                                                         "num_shards": n_shards}, batch_format="pyarrow", **task)
-                )
-                sft_stats = _collect(
-                    grouped(selected, "shard", blocks).map_groups(
-                        pack_and_write, fn_kwargs={"out_dir": str(staging), "max_seq_len": recipe.max_seq_len},
-                        batch_format="pyarrow", **task)
-                )
-            t = lap("mix_pack_write_sft", t)
-
-            dpo_stats = []
             n_pairs = sum(n for k, n in counts.items() if k[0] == "dpo" and k[3] == stats.KEPT)
+            writers: dict[str, Callable[[], list[dict]]] = {}
+            if n_rejected:
+                writers["rejects"] = partial(_write_rejects, records, staging, blocks, task)
+            if plan:
+                writers["mix_pack_write_sft"] = partial(_write_sft, records, recipe, plan, staging, blocks, task, log)
             if n_pairs:
-                n_shards = mixing.num_shards(n_pairs, recipe.shards.num_shards, recipe.shards.samples_per_shard)
-                pairs = records.map_batches(place_pairs, fn_kwargs={"seed": recipe.mixing.seed, "num_shards": n_shards},
-                                            batch_format="pyarrow", **task)
-                dpo_stats = _collect(
-                    grouped(pairs, "shard", blocks)
-                    .map_groups(write_pairs, fn_kwargs={"out_dir": str(staging)}, batch_format="pyarrow", **task)
-                )
-            t = lap("write_dpo", t)
+                writers["write_dpo"] = partial(_write_dpo, records, recipe, n_pairs, staging, blocks, task)
+            written = _run_concurrently(writers, timings)
+            reject_stats, sft_stats, dpo_stats = (written.get(k, []) for k in ("rejects", "mix_pack_write_sft",
+                                                                               "write_dpo"))
+            t = lap("write_outputs", t)
     except Exception as exc:
         shutil.rmtree(staging, ignore_errors=True)
         input_error = _unwrap_input_error(exc)

@@ -77,3 +77,41 @@ def test_counting_in_arrow_equals_counting_rows():
     assert counts == stats.count_rows(rows) and sum(counts.values()) == 60
     assert counts[("sft", "b", "deu_Latn", stats.KEPT, stats.KEPT)] > 0
     assert sum(n for k, n in counts.items() if k[3] == "too_short") == 15
+
+
+def test_block_candidates_hold_every_pick_of_the_whole_group():
+    """Mixing on the cluster sends each block's lowest-ranked rows per group to the group-wise pick: the picks
+    from those candidates equal the picks from the whole group, for trimmed and repeated groups alike."""
+    import pyarrow as pa
+
+    from pipelines.data.prepare import mix_candidates, select_group
+    from pipelines.data.schema import RECORD_SCHEMA, new_record, to_table
+
+    def record(builder: str, lang: str, i: int, kind: str = "sft", reason: str | None = None) -> dict:
+        return new_record(sample_id=f"{builder}/{lang}/{i:04d}", kind=kind, builder=builder, lang=lang,
+                          input_ids=[1, i], labels=[-100, i], num_tokens=2, reject_reason=reason)
+
+    rows = ([record("translation", "deu_Latn", i) for i in range(300)]
+            + [record("translation", "swh_Latn", i) for i in range(7)]
+            + [record("interactive", "deu_Latn", i) for i in range(50)]
+            + [record("translation", "deu_Latn", 900 + i, reason="lang_mismatch") for i in range(20)]
+            + [record("preference", "deu_Latn", i, kind="dpo") for i in range(10)])
+    available = {"translation": {"deu_Latn": 300, "swh_Latn": 7}, "interactive": {"deu_Latn": 50}}
+    targets = {mixing.group_key("translation", "deu_Latn"): 40, mixing.group_key("translation", "swh_Latn"): 16,
+               mixing.group_key("interactive", "deu_Latn"): 0}
+    limits = mixing.candidate_limits(targets, available)
+    assert limits == {"translation\tdeu_Latn": 40, "translation\tswh_Latn": None}  # a zero target draws nothing
+
+    blocks = [to_table(rows[i::4], RECORD_SCHEMA) for i in range(4)]  # rows of every group in every block
+    candidates = pa.concat_tables([mix_candidates(b, limits, seed=3) for b in blocks])
+    assert candidates.num_rows == 4 * 40 + 7  # 40 per block of the trimmed group (75 each), every repeated row
+    assert mix_candidates(RECORD_SCHEMA.empty_table(), limits, seed=3).num_rows == 0
+    for group, target in targets.items():
+        if not target:
+            continue
+        mine = candidates.filter(pa.compute.equal(candidates["group"], group))
+        whole = [dict(r, group=group) for r in rows if mixing.group_key(r["builder"], r["lang"]) == group
+                 and r["kind"] == "sft" and r["reject_reason"] is None]
+        expected = mixing.select_group(whole, target, seed=3, num_shards=2)
+        got = select_group(mine, targets, seed=3, num_shards=2).to_pylist()
+        assert [r["sample_id"] for r in got] == [r["sample_id"] for r in expected] and len(got) == target
