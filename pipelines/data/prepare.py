@@ -1,10 +1,14 @@
 """`run_prepare`: the Ray Data pipeline, run on an embedded cluster or the one `address` names.
 
     units ─► build + per-record filters (tasks) ─► dedup per (builder, language) (group tasks)
-          ─► tokenize (actor pool) ─► materialize (object store, not the driver)
+          ─► tokenize (actor pool) ─► materialize (object store, not the driver) ─► counts ─► mix plan
           ├► rejects/<reason>.parquet (group tasks)
-          ├► mix: exact targets per (builder, language) ─► select (group tasks) ─► pack + write sft/ (group tasks)
+          ├► mix candidates per block ─► select per (builder, language) ─► pack + write sft/ (group tasks)
           └► dpo/ (group tasks)
+
+The three writers run as concurrent Ray Data executions over the same materialized records. Mixing ranks
+records by a seeded hash of their id, so each block passes on only its lowest-ranked rows per group (at most
+the group's target): few rows, not every candidate's tokens, cross the mix shuffle.
 
 The driver holds only the plan, counts and per-file statistics. Every Ray Data stage asks for a fraction of
 a CPU and the tokenizer pool leaves at least one CPU free, so tasks always find room next to the actors
