@@ -8,7 +8,10 @@ throughput and driver memory grow with the input; copies are exact duplicates, s
 off (every record still goes through language ID, length checks and tokenization).
 
     .venv/bin/python benchmarks/data_pipeline.py                                  # bayling2-mini, 1x
-    .venv/bin/python benchmarks/data_pipeline.py --scale 1 4 16 -- max_seq_len=256 mixing.total=2000  # 220k at 16x
+    .venv/bin/python benchmarks/data_pipeline.py --scale 1 4 16 --ceiling -- max_seq_len=256 mixing.total=2000  # 220k
+
+`--ceiling` also runs two single-process copies at once: twice the work in the time two cores give two
+processes that share nothing but the machine, the best any 2-way parallel implementation could do here.
 
 Results go to stdout (a Markdown table for docs/BENCHMARKS.md) and outputs/benchmarks/data_pipeline.{json,png}.
 """
@@ -66,13 +69,33 @@ def scaled_limits(recipe, k: int) -> list[str]:
             if getattr(src, "limit", None)]
 
 
-def run_engine(engine: str, recipe: str, overrides: list[str], env: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, engine, recipe, json.dumps(overrides)], cwd=REPO, env=env,
-                          capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
+def _start(engine: str, recipe: str, overrides: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", CHILD, engine, recipe, json.dumps(overrides)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _result(engine: str, proc: subprocess.Popen) -> dict:
+    stdout, stderr = proc.communicate()
+    for line in stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
-    raise SystemExit(f"{engine} run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    raise SystemExit(f"{engine} run failed (exit {proc.returncode}):\n{stderr[-4000:]}")
+
+
+def run_engine(engine: str, recipe: str, overrides: list[str], env: dict) -> dict:
+    return _result(engine, _start(engine, recipe, overrides, env))
+
+
+def run_pair(recipe: str, overrides: list[str], env: dict) -> list[dict]:
+    """Two single-process runs at once, each the whole input: what two cores give two independent processes
+    (shared caches and memory bandwidth) with no coordination at all, the ceiling of any 2-way parallelization."""
+    procs = [_start("single-process", recipe, [*overrides, f"output_dir={d}"], env)
+             for d in (_out_dir(overrides) + "-pair0", _out_dir(overrides) + "-pair1")]
+    return [_result("single-process", p) for p in procs]
+
+
+def _out_dir(overrides: list[str]) -> str:
+    return next(o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("output_dir="))
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -87,6 +110,9 @@ def plot(results: list[dict], path: Path) -> None:
     for engine, label in (("single-process", "single process"), ("ray", "Ray Data (2 CPUs)")):
         a.plot(scales, [r[engine]["run"]["records_built"] / r[engine]["wall_s"] for r in results], "o-", label=label)
         b.plot(scales, [r[engine]["peak_rss_mb"] for r in results], "o-", label=label)
+    if all("ceiling" in r for r in results):
+        a.plot(scales, [r["ceiling"] * r["single-process"]["run"]["records_built"] / r["single-process"]["wall_s"]
+                        for r in results], "k--", label="2-process ceiling")
     for ax in (a, b):
         ax.set_xscale("log", base=2)
         ax.set_xticks(scales, [f"{k}x" for k in scales])
@@ -103,6 +129,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default="bayling2-mini")
     ap.add_argument("--scale", type=int, nargs="+", default=[1], help="input copies per run (1 = the shared data)")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also run two single-process copies at once per scale: the 2-process ceiling")
     ap.add_argument("overrides", nargs="*", help="recipe key=value overrides for both engines")
     args = ap.parse_args()
 
@@ -133,18 +161,26 @@ def main() -> None:
             a, b = row["single-process"], row["ray"]
             row["same_dataset"] = Path(a["folder"]).name == Path(b["folder"]).name
             row["speedup"] = a["wall_s"] / b["wall_s"]
+            if args.ceiling:
+                pair = run_pair(args.recipe, overrides, env)
+                row["pair_wall_s"] = [p["wall_s"] for p in pair]
+                row["ceiling"] = 2 * a["wall_s"] / max(row["pair_wall_s"])
+                print(f"scale {k} two single-process runs at once: {row['pair_wall_s'][0]:.1f}s and "
+                      f"{row['pair_wall_s'][1]:.1f}s, ceiling {row['ceiling']:.2f}x", flush=True)
             results.append(row)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\nrecipe {args.recipe} {' '.join(args.overrides)}; {os.cpu_count()} CPUs\n")
-    print("| input | records built | single-process s | Ray Data s | speedup (Ray / single) | "
+    print("| input | records built | single-process s | Ray Data s | speedup (Ray / single) | 2-process ceiling | "
           "driver peak RSS single / Ray (MB) | same dataset id |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for row in results:
         a, b = row["single-process"], row["ray"]
+        ceiling = f"{row['ceiling']:.2f}x" if "ceiling" in row else "not run"
         print(f"| {row['scale']}x | {b['run']['records_built']} | {a['wall_s']:.1f} | {b['wall_s']:.1f} | "
-              f"{row['speedup']:.2f}x | {a['peak_rss_mb']:.0f} / {b['peak_rss_mb']:.0f} | {row['same_dataset']} |")
+              f"{row['speedup']:.2f}x | {ceiling} | {a['peak_rss_mb']:.0f} / {b['peak_rss_mb']:.0f} | "
+              f"{row['same_dataset']} |")
     for row in results:
         print(f"\nRay stage seconds at {row['scale']}x: {row['ray']['run'].get('stage_s')}")
     out = REPO / "outputs" / "benchmarks" / "data_pipeline.json"

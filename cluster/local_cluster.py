@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cluster.locations import cache_dir
+from cluster.ray_session import worker_pool_config
 
 
 def free_port() -> int:
@@ -151,6 +152,7 @@ def up(state_dir: Path | None = None, num_cpus: int | None = None, timeout: floa
     ]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
+    cmd.append(f"--system-config={json.dumps(worker_pool_config(num_cpus))}")
     env = {**os.environ, **st.env(), **_location_env()}
     log = state_dir / "ray-start.log"
     with log.open("w") as fh:

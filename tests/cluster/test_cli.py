@@ -84,5 +84,11 @@ def test_embedded_session_stops_its_processes():
         assert ray.is_initialized() and address
         temp_dir = ray._private.worker._global_node.get_temp_dir_path()
         assert ray.get(ray.remote(lambda: os.environ.get("HF_HUB_OFFLINE")).remote()) == "1"
+        # Half-CPU tasks run two workers per CPU; both stay for the next stage instead of being killed after
+        # Ray's default 1 s idle limit (one idle worker per CPU) and started again (worker_pool_config).
+        pid = ray.remote(num_cpus=0.5)(lambda: (time.sleep(1), os.getpid())[1])
+        first = set(ray.get([pid.remote() for _ in range(2)]))
+        time.sleep(3)
+        assert len(first) == 2 and set(ray.get([pid.remote() for _ in range(2)])) == first
     assert not ray.is_initialized()
     assert local_cluster.cluster_pids(temp_dir) == []

@@ -15,7 +15,6 @@ import zlib
 
 import numpy as np
 import pyarrow as pa
-from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from pipelines.data.recipe import DedupFilter
 from pipelines.data.schema import is_kept, on_columns, reject
@@ -41,6 +40,9 @@ def add_signatures(rows: list[dict], cfg: DedupFilter) -> None:
     for row, text in zip(todo, norm):
         row["exact_hash"] = hashlib.sha1(text.encode()).hexdigest()
     if cfg.near and todo:
+        # Imported here: datasketch pulls in scipy (~0.5 s), paid by every Ray worker that imports this module.
+        from datasketch import MinHash
+
         # crc32 as the shingle hash: deterministic and ~3x faster than datasketch's default SHA-1.
         sigs = MinHash.bulk([shingles(t, cfg.shingle) for t in norm], num_perm=cfg.num_perm, hashfunc=zlib.crc32,
                             scheme=SCHEME)
@@ -50,6 +52,8 @@ def add_signatures(rows: list[dict], cfg: DedupFilter) -> None:
 
 def dedup_group(rows: list[dict], cfg: DedupFilter) -> list[dict]:
     """Mark duplicates inside one (builder, language) group."""
+    from datasketch import LeanMinHash, MinHashLSH
+
     rows.sort(key=lambda r: r["sample_id"])
     seen: dict[str, str] = {}
     lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm) if cfg.near else None
