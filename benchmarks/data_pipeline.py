@@ -86,16 +86,11 @@ def run_engine(engine: str, recipe: str, overrides: list[str], env: dict) -> dic
     return _result(engine, _start(engine, recipe, overrides, env))
 
 
-def run_pair(recipe: str, overrides: list[str], env: dict) -> list[dict]:
+def run_pair(recipe: str, overrides: list[str], env: dict, out_dirs: list[Path]) -> list[dict]:
     """Two single-process runs at once, each the whole input: what two cores give two independent processes
     (shared caches and memory bandwidth) with no coordination at all, the ceiling of any 2-way parallelization."""
-    procs = [_start("single-process", recipe, [*overrides, f"output_dir={d}"], env)
-             for d in (_out_dir(overrides) + "-pair0", _out_dir(overrides) + "-pair1")]
+    procs = [_start("single-process", recipe, [*overrides, f"output_dir={d}"], env) for d in out_dirs]
     return [_result("single-process", p) for p in procs]
-
-
-def _out_dir(overrides: list[str]) -> str:
-    return next(o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("output_dir="))
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -162,7 +157,7 @@ def main() -> None:
             row["same_dataset"] = Path(a["folder"]).name == Path(b["folder"]).name
             row["speedup"] = a["wall_s"] / b["wall_s"]
             if args.ceiling:
-                pair = run_pair(args.recipe, overrides, env)
+                pair = run_pair(args.recipe, overrides, env, [work / f"out-{k}-pair{i}" for i in range(2)])
                 row["pair_wall_s"] = [p["wall_s"] for p in pair]
                 row["ceiling"] = 2 * a["wall_s"] / max(row["pair_wall_s"])
                 print(f"scale {k} two single-process runs at once: {row['pair_wall_s'][0]:.1f}s and "

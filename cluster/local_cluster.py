@@ -21,7 +21,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cluster.locations import cache_dir
-from cluster.ray_session import worker_pool_config
+
+
+def worker_pool_config(num_cpus: int | None) -> dict[str, int]:
+    """Ray system config for the clusters xalign starts (embedded and `xalign cluster up`).
+
+    Ray keeps at most num_cpus idle workers and kills the rest after 1 s; the data pipeline's half-CPU
+    stages run two workers per CPU, so every stage boundary killed and re-spawned workers (~2 CPU-s apiece
+    for the interpreter and imports): a third of a 2-core machine's time between the pipeline's executions."""
+    cpus = num_cpus or os.cpu_count() or 1
+    return {"num_workers_soft_limit": 2 * cpus, "idle_worker_killing_time_threshold_ms": 10_000}
 
 
 def free_port() -> int:

@@ -96,16 +96,6 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, quiet: 
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def worker_pool_config(num_cpus: int | None) -> dict[str, int]:
-    """Ray system config for the clusters xalign starts (embedded and `xalign cluster up`).
-
-    Ray keeps at most num_cpus idle workers and kills the rest after 1 s; the data pipeline's half-CPU
-    stages run two workers per CPU, so every stage boundary killed and re-spawned workers (~2 CPU-s apiece
-    for the interpreter and imports): a third of a 2-core machine's time between the pipeline's executions."""
-    cpus = num_cpus or os.cpu_count() or 1
-    return {"num_workers_soft_limit": 2 * cpus, "idle_worker_killing_time_threshold_ms": 10_000}
-
-
 def _start_embedded(temp_dir: str, num_cpus: int | None, runtime_env: dict, log_level: int, attempts: int = 3):
     """`ray.init` of a new local cluster, retried when its raylet misses Ray's fixed 30 s registration window
     ("The current node timed out during startup"), which happens on a saturated machine; each failed try's
@@ -114,7 +104,7 @@ def _start_embedded(temp_dir: str, num_cpus: int | None, runtime_env: dict, log_
 
     import ray
 
-    from cluster.local_cluster import cluster_pids, kill_pids
+    from cluster.local_cluster import cluster_pids, kill_pids, worker_pool_config
 
     system_config = worker_pool_config(num_cpus)
     for attempt in range(1, attempts + 1):

@@ -52,11 +52,13 @@ def add_signatures(rows: list[dict], cfg: DedupFilter) -> None:
 
 def dedup_group(rows: list[dict], cfg: DedupFilter) -> list[dict]:
     """Mark duplicates inside one (builder, language) group."""
-    from datasketch import LeanMinHash, MinHashLSH
-
     rows.sort(key=lambda r: r["sample_id"])
     seen: dict[str, str] = {}
-    lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm) if cfg.near else None
+    lsh = None
+    if cfg.near:
+        from datasketch import LeanMinHash, MinHashLSH
+
+        lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
     for row in rows:
         if not is_kept(row):
             continue
