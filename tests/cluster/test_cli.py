@@ -75,10 +75,20 @@ def test_cluster_up_status_submit_down(tmp_path):
     assert main(["cluster", "status", "--state-dir", str(state)]) == 1
 
 
-def test_embedded_session_stops_its_processes():
+def test_embedded_session_stops_its_processes(tmp_path):
     import ray
 
     from cluster.ray_session import ray_session
+
+    def pid_after_barrier(folder: str, parties: int) -> int:
+        """Holds a worker until `parties` tasks run at once, so a round occupies that many distinct workers
+        (else Ray may run both tasks one after the other on the first worker that is up). Defined here so that
+        it travels by value: workers cannot import the test module."""
+        Path(folder, str(os.getpid())).touch()
+        deadline = time.monotonic() + 60
+        while len(os.listdir(folder)) < parties and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return os.getpid()
 
     with ray_session(num_cpus=1) as address:
         assert ray.is_initialized() and address
@@ -86,9 +96,12 @@ def test_embedded_session_stops_its_processes():
         assert ray.get(ray.remote(lambda: os.environ.get("HF_HUB_OFFLINE")).remote()) == "1"
         # Half-CPU tasks run two workers per CPU; both stay for the next stage instead of being killed after
         # Ray's default 1 s idle limit (one idle worker per CPU) and started again (worker_pool_config).
-        pid = ray.remote(num_cpus=0.5)(lambda: (time.sleep(1), os.getpid())[1])
-        first = set(ray.get([pid.remote() for _ in range(2)]))
-        time.sleep(3)
-        assert len(first) == 2 and set(ray.get([pid.remote() for _ in range(2)])) == first
+        task = ray.remote(num_cpus=0.5)(pid_after_barrier)
+        rounds = []
+        for n in range(2):
+            (tmp_path / str(n)).mkdir()
+            rounds.append(set(ray.get([task.remote(str(tmp_path / str(n)), 2) for _ in range(2)])))
+            time.sleep(3)
+        assert len(rounds[0]) == 2 and rounds[1] == rounds[0]
     assert not ray.is_initialized()
     assert local_cluster.cluster_pids(temp_dir) == []
