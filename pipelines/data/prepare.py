@@ -199,18 +199,18 @@ def _unwrap_input_error(exc: BaseException) -> InputError | None:
     return None
 
 
-def _write_rejects(records, staging: Path, blocks: int, task: dict) -> list[dict]:
-    rejected = records.map_batches(keep_rejected, batch_format="pyarrow", **task)
+def _write_rejects(records, staging: Path, blocks: int, task: dict, scan: dict) -> list[dict]:
+    rejected = records.map_batches(keep_rejected, batch_format="pyarrow", **scan)
     return _collect(grouped(rejected, "reject_reason", blocks).map_groups(
         write_rejects, fn_kwargs={"out_dir": str(staging)}, batch_format="pyarrow", **task))
 
 
 def _write_sft(records, recipe: PrepareRecipe, plan: mixing.MixPlan, staging: Path, blocks: int, task: dict,
-               log: Log) -> list[dict]:
+               scan: dict, log: Log) -> list[dict]:
     targets, seed = plan.group_targets(), recipe.mixing.seed
     n_shards = mixing.num_shards(plan.total, recipe.shards.num_shards, recipe.shards.samples_per_shard)
     log(f"mixing {plan.total} SFT samples from {len(targets)} (builder, language) groups into {n_shards} shard(s)")
-    candidates = records.map_batches(mix_candidates, batch_format="pyarrow", **task, fn_kwargs={
+    candidates = records.map_batches(mix_candidates, batch_format="pyarrow", **scan, fn_kwargs={
         "limits": mixing.candidate_limits(targets, plan.available), "seed": seed})
     selected = grouped(candidates, "group", blocks).map_groups(select_group, batch_format="pyarrow", **task, fn_kwargs={
         "targets": targets, "seed": seed, "num_shards": n_shards})
@@ -219,10 +219,11 @@ def _write_sft(records, recipe: PrepareRecipe, plan: mixing.MixPlan, staging: Pa
                                                                              "max_seq_len": recipe.max_seq_len}))
 
 
-def _write_dpo(records, recipe: PrepareRecipe, n_pairs: int, staging: Path, blocks: int, task: dict) -> list[dict]:
+def _write_dpo(records, recipe: PrepareRecipe, n_pairs: int, staging: Path, blocks: int, task: dict,
+               scan: dict) -> list[dict]:
     n_shards = mixing.num_shards(n_pairs, recipe.shards.num_shards, recipe.shards.samples_per_shard)
     pairs = records.map_batches(place_pairs, fn_kwargs={"seed": recipe.mixing.seed, "num_shards": n_shards},
-                                batch_format="pyarrow", **task)
+                                batch_format="pyarrow", **scan)
     return _collect(grouped(pairs, "shard", blocks).map_groups(write_pairs, fn_kwargs={"out_dir": str(staging)},
                                                                batch_format="pyarrow", **task))
 
@@ -312,11 +313,14 @@ def _run(recipe: PrepareRecipe, inputs: Inputs, address: str, log: Log, ray_star
                                                                    "rows_per_call": recipe.ray.batch_size},
                 batch_size=None, batch_format="pyarrow", compute=ActorPoolStrategy(size=actors),
                 num_cpus=recipe.ray.actor_cpus,
-            ).repartition(blocks).materialize()  # a few large blocks: each later pass is a few tasks, not one per unit
+            ).materialize()
             t = lap("build_filter_dedup_tokenize", t)
+            # Each later pass bundles the unit-sized blocks into `blocks` batches: a few tasks per pass, and no
+            # repartition barrier after the actors (it cost one small task per block at the very end).
+            scan = {**task, "batch_size": max(1, math.ceil(records.count() / blocks))}
 
             counts: Counter = Counter()
-            for row in records.map_batches(count_block, batch_format="pyarrow", **task).take_all():
+            for row in records.map_batches(count_block, batch_format="pyarrow", **scan).take_all():
                 counts.update(stats.decode_counts(row["stats"]))
             n_rejected = sum(n for k, n in counts.items() if k[3] != stats.KEPT)
             log(f"{sum(counts.values())} records built, {n_rejected} rejected")
@@ -329,11 +333,12 @@ def _run(recipe: PrepareRecipe, inputs: Inputs, address: str, log: Log, ray_star
             n_pairs = sum(n for k, n in counts.items() if k[0] == "dpo" and k[3] == stats.KEPT)
             writers: dict[str, Callable[[], list[dict]]] = {}
             if n_rejected:
-                writers["rejects"] = partial(_write_rejects, records, staging, blocks, task)
+                writers["rejects"] = partial(_write_rejects, records, staging, blocks, task, scan)
             if plan:
-                writers["mix_pack_write_sft"] = partial(_write_sft, records, recipe, plan, staging, blocks, task, log)
+                writers["mix_pack_write_sft"] = partial(_write_sft, records, recipe, plan, staging, blocks, task, scan,
+                                                        log)
             if n_pairs:
-                writers["write_dpo"] = partial(_write_dpo, records, recipe, n_pairs, staging, blocks, task)
+                writers["write_dpo"] = partial(_write_dpo, records, recipe, n_pairs, staging, blocks, task, scan)
             written = _run_concurrently(writers, timings)
             reject_stats, sft_stats, dpo_stats = (written.get(k, []) for k in ("rejects", "mix_pack_write_sft",
                                                                                "write_dpo"))
