@@ -61,7 +61,7 @@ RUN --mount=type=cache,target=/home/xalign/.cache/pip,uid=1000,gid=1000 \
 # 2) The source, installed editable into the environment (seconds).
 COPY --chown=xalign:xalign . .
 RUN .venv/bin/pip install -q --no-deps --no-build-isolation -e . \
- && .venv/bin/python -c "import cluster.cli, pipelines, serving, evaluation; cluster.cli.build_parser()"
+ && .venv/bin/python -c "import xalign.cli, pipelines, serving, evaluation; xalign.cli.build_parser()"
 
 # The NVIDIA container runtime exposes only the `utility` driver capability unless told; CUDA needs `compute`.
 ENV PATH=/opt/xalign/.venv/bin:$PATH \

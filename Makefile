@@ -16,10 +16,12 @@ test-tools: setup
 
 test: setup test-tools
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 doctor: setup
 	$(VENV)/bin/xalign doctor

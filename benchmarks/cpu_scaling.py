@@ -5,7 +5,7 @@ faster two independent processes finish twice the work than one process finishes
 this is often well below 2x: the "cores" are hyper-threads or are throttled when both are busy. This
 probe measures that bound in a minute, on two workloads:
 
-- `langid`: `pipelines.langid.detect` over the Flores-200 dev sentences (the data pipeline's hottest
+- `langid`: `cluster.langid.detect` over the Flores-200 dev sentences (the data pipeline's hottest
   function, about half of its CPU time);
 - `python`: a pure-Python integer loop (no memory traffic to speak of).
 
@@ -35,7 +35,7 @@ def _sentences() -> list[str]:
 
 
 def _langid(passes: int) -> float:
-    from pipelines import langid
+    from cluster import langid
 
     texts = _sentences()
     langid.detect(texts[0])  # model load is not what is measured

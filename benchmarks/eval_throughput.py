@@ -4,7 +4,7 @@ offline `LLM.generate` vs sequential requests to a REST API, same model, same pr
     .venv/bin/python benchmarks/eval_throughput.py --model default --sentences 64 --max-tokens 48
 
 Each method runs in its own process, one after the other, with the same thread count, greedy decoding and
-the same canonical prompts (`pipelines.prompts`). The REST baseline is a plain vLLM OpenAI server
+the same canonical prompts (`cluster.prompts`). The REST baseline is a plain vLLM OpenAI server
 (`python -m vllm.entrypoints.openai.api_server`) driven by xalign's endpoint client with one request in
 flight; `--rest-url` points it at another server (e.g. `xalign serve`) instead. Reported: sentences/s over
 generation only (engine already up) and end to end (engine start-up included), and the ratios.
@@ -44,8 +44,8 @@ def _rows(n: int) -> list[dict[str, Any]]:
 
 
 def _settings(args: argparse.Namespace):
+    from cluster.engine import EngineSettings
     from evaluation.recipe import GenerationSettings
-    from serving.engine import EngineSettings
 
     engine = EngineSettings(model=args.model, max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs)
     gen = GenerationSettings(batch_size=args.batch_size, concurrency=1, num_cpus=args.threads,
@@ -71,10 +71,10 @@ def method_ray_data(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def method_llm_generate(args: argparse.Namespace) -> dict[str, Any]:
+    from cluster import prompts
+    from cluster.engine import configure_process_env, engine_kwargs
     from cluster.models import resolve_model
     from evaluation.generation.requests import clean, messages, stop_token_ids
-    from pipelines import prompts
-    from serving.engine import configure_process_env, engine_kwargs
 
     engine, gen = _settings(args)
     path = str(resolve_model(args.model))
@@ -100,13 +100,15 @@ def method_llm_generate(args: argparse.Namespace) -> dict[str, Any]:
 def _start_server(args: argparse.Namespace, path: str) -> tuple[subprocess.Popen, str, float]:
     import httpx
 
+    from cluster.engine import EngineSettings, engine_dtype
     from cluster.local_cluster import free_port
 
     port = free_port()
+    dtype = engine_dtype(EngineSettings()).dtype  # what xalign's engine runs on this host
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": str(int(args.threads)),
            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"), "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", path, "--host", "127.0.0.1",
-           "--port", str(port), "--dtype", "bfloat16", "--max-model-len", str(args.max_model_len),
+           "--port", str(port), "--dtype", dtype, "--max-model-len", str(args.max_model_len),
            "--max-num-seqs", str(args.max_num_seqs), "--enforce-eager", "--distributed-executor-backend", "uni",
            "--seed", "0"]
     t0 = time.time()

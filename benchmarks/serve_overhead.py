@@ -44,8 +44,8 @@ PROMPTS = [
 
 
 def plain_vllm(recipe, model_path: Path, port: int, log: Path) -> subprocess.Popen:
-    """The plain vLLM OpenAI server with the engine settings the xalign replica uses (serving.engine)."""
-    from serving.engine import engine_kwargs
+    """The plain vLLM OpenAI server with the engine settings the xalign replica uses (cluster.engine)."""
+    from cluster.engine import engine_kwargs
 
     kw = engine_kwargs(recipe.engine, str(model_path))
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", str(port),
@@ -68,7 +68,7 @@ def ray_llm_app(recipe, model_path: Path, max_ongoing: int):
     not overridable there); everything else matches the other two servers."""
     from ray.serve.llm import LLMConfig, build_openai_app
 
-    from serving.engine import engine_kwargs
+    from cluster.engine import engine_kwargs
 
     kw = {k: v for k, v in engine_kwargs(recipe.engine, str(model_path)).items()
           if k not in ("model", "distributed_executor_backend")}

@@ -19,16 +19,6 @@ from cluster.locations import REPO_ROOT
 
 RECIPES_DIR = REPO_ROOT / "recipes"
 
-# Every recipe names its kind; this maps the kind to the pydantic model that validates it.
-RECIPE_KINDS: dict[str, str] = {
-    "prepare": "pipelines.data.recipe:PrepareRecipe",
-    "train": "pipelines.train.recipe:TrainRecipe",
-    "serve": "serving.recipe:ServeRecipe",
-    "evaluate": "evaluation.recipe:EvalRecipe",
-    "demo": "cluster.demo:DemoRecipe",
-}
-
-
 class Strict(BaseModel):
     """Base for every recipe section: unknown keys are errors, assignments are validated."""
 
@@ -120,9 +110,14 @@ def load_recipe(model: type[M], recipe: str | Path | None, overrides: list[str] 
     return validate(model, data, str(path) if path else "<defaults>")
 
 
-def recipe_hash(recipe: BaseModel) -> str:
-    blob = json.dumps(recipe.model_dump(mode="json"), sort_keys=True).encode()
+def json_hash(obj: Any) -> str:
+    """A short stable hash of JSON-able data (key order ignored): recipe and lineage keys."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def recipe_hash(recipe: BaseModel) -> str:
+    return json_hash(recipe.model_dump(mode="json"))
 
 
 def save_resolved(recipe: BaseModel, out_dir: Path, name: str = "recipe.resolved.yaml") -> Path:
@@ -131,21 +126,3 @@ def save_resolved(recipe: BaseModel, out_dir: Path, name: str = "recipe.resolved
     path = out_dir / name
     path.write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
     return path
-
-
-def model_for_kind(kind: str) -> type[BaseModel]:
-    import importlib
-
-    if kind not in RECIPE_KINDS:
-        raise RecipeError(f"kind: unknown recipe kind {kind!r} (known: {', '.join(RECIPE_KINDS)})")
-    module, name = RECIPE_KINDS[kind].split(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def load_any(recipe: str | Path, overrides: list[str] | None = None) -> BaseModel:
-    """Load a recipe of whatever kind its `kind:` key names (used to validate all of recipes/)."""
-    path = find_recipe(recipe)
-    kind = load_yaml(path).get("kind")
-    if not isinstance(kind, str):
-        raise RecipeError(f"{path}: kind: required (one of {', '.join(RECIPE_KINDS)})")
-    return load_recipe(model_for_kind(kind), path, overrides)

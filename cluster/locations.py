@@ -52,3 +52,8 @@ def resolve_data_path(path: str | Path) -> Path:
     root = data_root()
     assert root is not None
     return root / p
+
+
+def comet_python() -> Path:
+    """The interpreter of the isolated COMET environment (`cluster/setup.sh` builds `.venv-comet`)."""
+    return Path(os.environ.get("XALIGN_COMET_PYTHON") or REPO_ROOT / ".venv-comet" / "bin" / "python")

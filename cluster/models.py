@@ -15,8 +15,8 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
+from cluster import prompts
 from cluster.locations import models_cache
-from pipelines import prompts
 
 DEFAULT_MODEL = "gemma-3-270m"
 _DEFAULT_ALIASES = {"default", DEFAULT_MODEL, "gemma3-270m", "google/gemma-3-270m"}

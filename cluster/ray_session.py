@@ -1,5 +1,8 @@
 """The one Ray bootstrap: attach when told where (`--address` / RAY_ADDRESS, as under `ray job submit`),
 otherwise start an embedded private cluster with its own temp dir and auth token, and stop it after.
+
+What Ray forwards from its workers goes to the log file of `cluster.logs.library_output_to` when the caller
+(the `xalign` command line) has entered one, and to the console otherwise.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cluster.locations import cache_dir
+from cluster.logs import route_worker_output
 
 # Passed to every worker so embedded and submitted runs resolve models, data and caches alike.
 _PROPAGATED_ENV = (
@@ -65,6 +69,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, quiet: 
     log_level = logging.WARNING if quiet else logging.INFO
     if address:
         ray.init(address=address, runtime_env=runtime_env, logging_level=log_level)
+        route_worker_output()
         try:
             yield address
         finally:
@@ -79,6 +84,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, quiet: 
     _refresh_auth_config()
     try:
         ctx = _start_embedded(temp_dir, num_cpus, runtime_env, log_level)
+        route_worker_output()
         try:
             yield ctx.address_info["gcs_address"]
         finally:

@@ -47,7 +47,7 @@ def build_tiny_model(
     from tokenizers import models as tok_models
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from pipelines import prompts
+    from cluster import prompts
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pipelines import languages
-from pipelines.languages import Language
+from cluster import languages
+from cluster.languages import Language
 
 # The four groups of BayLing 2 / x-LLaMA / xLLMs-100 reports; anything else is X->Y.
 PIVOTS = ("en", "zh")

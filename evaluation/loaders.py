@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cluster import languages
 from evaluation.directions import Direction, DirectionError
-from pipelines import languages
 
 
 class LoaderError(ValueError):

@@ -3,17 +3,20 @@
 A suite names one test set (Flores-200, WMT22, NTREX-128 or a generic TSV/JSONL file), the
 directions to run (explicit pairs or groups such as `en->X`) and the languages `X` ranges over.
 Generation runs either in Ray Data with vLLM engine actors or against a running endpoint; the
-`xalign evaluate` flags (`--model`, `--endpoint`, `--comet-model`) are shorthands for keys here.
+`xalign evaluate` flags (`--model`, `--endpoint`, `--comet-model`, ...) are spellings of keys here
+(`engine.model`, `endpoint.url`, `metrics.comet_model`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cluster.config import Strict
-from serving.engine import EngineSettings
+from cluster.config import Strict, validate
+from cluster.engine import EngineSettings
+from evaluation.metrics.settings import MetricsSettings
 
 TestSetFormat = Literal["flores200", "wmt22", "ntrex128", "tsv", "jsonl"]
 RESOURCE_SETS = ("high-resource", "low-resource")
@@ -35,9 +38,9 @@ class GenerationSettings(Strict):
     max_tokens: int = Field(256, gt=0)
     temperature: float = Field(0.0, ge=0)
     # chat: the translation instruction in the shared chat template (what serving and training use);
-    # few_shot: `pipelines.prompts.few_shot_prompt`, plain text, the reference point for a base model.
+    # few_shot: `cluster.prompts.few_shot_prompt`, plain text, the reference point for a base model.
     prompt: Literal["chat", "few_shot"] = "chat"
-    template: int = Field(0, ge=0)  # chat: pipelines.prompts.TRANSLATION_TEMPLATES index; 0 is what serving uses
+    template: int = Field(0, ge=0)  # chat: cluster.prompts.TRANSLATION_TEMPLATES index; 0 is what serving uses
     shots: int = Field(3, ge=1, le=16)  # few_shot: examples, held out from the end of each direction's test data
     # A crashed engine actor is restarted and its batch retried (Ray Data's actor pool); -1 = no limit.
     max_restarts: int = Field(-1, ge=-1)
@@ -45,7 +48,7 @@ class GenerationSettings(Strict):
     @field_validator("template")
     @classmethod
     def _template_exists(cls, t: int) -> int:
-        from pipelines.prompts import TRANSLATION_TEMPLATES
+        from cluster.prompts import TRANSLATION_TEMPLATES
 
         if t >= len(TRANSLATION_TEMPLATES):
             raise ValueError(f"no translation template {t} (there are {len(TRANSLATION_TEMPLATES)})")
@@ -61,28 +64,6 @@ class EndpointSettings(Strict):
     retries: int = Field(3, ge=0)
     api_key_env: str = "XALIGN_API_KEY"  # sent as a bearer token when set
     guard: bool | None = False  # translate API: the server's off-target guard (None: the server's default)
-
-
-class MetricsSettings(Strict):
-    names: list[str] = Field(default_factory=lambda: ["bleu", "chrf", "chrf++", "ter", "off_target"])
-    sentence_level: bool = True  # per-segment scores in the generations files
-    bleu_tokenize: str = "auto"  # auto: zh for Chinese, ja-mecab (if installed) for Japanese, else 13a
-    comet_model: str | None = None  # a COMET checkpoint (model.ckpt or the folder holding checkpoints/)
-    comet_batch_size: int = Field(16, gt=0)
-    comet_num_cpus: float = Field(1.0, ge=0)
-    comet_num_gpus: float = Field(0.0, ge=0)
-
-    @field_validator("names")
-    @classmethod
-    def _known(cls, names: list[str]) -> list[str]:
-        from evaluation.metrics import METRICS
-
-        unknown = [n for n in names if n not in METRICS]
-        if unknown:
-            raise ValueError(f"unknown metric(s) {unknown} (known: {', '.join(METRICS)})")
-        if len(set(names)) != len(names):
-            raise ValueError("metric names repeat")
-        return names
 
 
 class EvalRecipe(Strict):
@@ -110,6 +91,8 @@ class EvalRecipe(Strict):
     def _comet_needs_a_model(self) -> EvalRecipe:
         if "comet" in self.metrics.names and not self.metrics.comet_model:
             raise ValueError("metrics.names includes comet but metrics.comet_model is not set (--comet-model PATH)")
+        if self.metrics.comet_model and "comet" not in self.metrics.names:
+            self.metrics.names.append("comet")  # a checkpoint given is a checkpoint to score with
         return self
 
     @model_validator(mode="after")
@@ -117,3 +100,16 @@ class EvalRecipe(Strict):
         if self.resume and not self.run_id:
             raise ValueError("resume: needs run_id (the run to resume; --resume RUN_ID)")
         return self
+
+    def for_model(self, model: str | Path, directions: list[str], *, limit: int | None, output_dir: str | Path,
+                  run_id: str | None = None, prompt: Literal["chat", "few_shot"] | None = None) -> EvalRecipe:
+        """This suite aimed at one model on chosen directions (how the demo and `evaluate_model` use a suite): a new
+        recipe validated again, so a bad value is a RecipeError naming its key. `run_id`/`prompt` None: the
+        suite's own."""
+        update: dict = {"engine": self.engine.model_copy(update={"model": str(model)}),
+                        "directions": list(directions), "limit": limit, "output_dir": str(output_dir)}
+        if run_id is not None:
+            update["run_id"] = run_id
+        if prompt is not None:
+            update["generation"] = self.generation.model_copy(update={"prompt": prompt})
+        return validate(EvalRecipe, self.model_copy(update=update).model_dump(), f"suite {self.name} for {model}")

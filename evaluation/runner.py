@@ -6,8 +6,9 @@ import importlib.metadata as md
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from cluster import prompts
 from cluster.config import recipe_hash, save_resolved
 from cluster.ray_session import ray_session
 from evaluation import hypotheses, lineage
@@ -20,7 +21,6 @@ from evaluation.progress import Progress
 from evaluation.recipe import EvalRecipe
 from evaluation.scoring import score_all
 from evaluation.suite import Suite, resolve, test_set_path
-from pipelines import prompts
 
 
 @dataclass
@@ -143,13 +143,13 @@ def _meta(recipe: EvalRecipe, gen: Generated, dd: DirectionData) -> dict[str, An
     if gen.backend != "hypotheses":
         g = recipe.generation
         if g.prompt == "few_shot":
-            meta["prompt"] = {"style": "few_shot", "module": "pipelines.prompts.few_shot_prompt", "shots": g.shots,
+            meta["prompt"] = {"style": "few_shot", "module": "cluster.prompts.few_shot_prompt", "shots": g.shots,
                               "shots_from": "the last segments of the direction's test data (not scored)",
                               "stop": stop_strings("few_shot")}
         else:
-            meta["prompt"] = {"style": "chat", "module": "pipelines.prompts", "template": g.template,
+            meta["prompt"] = {"style": "chat", "module": "cluster.prompts", "template": g.template,
                               "instruction": prompts.TRANSLATION_TEMPLATES[g.template],
-                              "chat_template": "pipelines.prompts.CHAT_TEMPLATE", "stop": stop_strings("chat")}
+                              "chat_template": "cluster.prompts.CHAT_TEMPLATE", "stop": stop_strings("chat")}
         meta["sampling"] = {"max_tokens": recipe.generation.max_tokens, "temperature": recipe.generation.temperature}
         if gen.backend == "ray-data-vllm":
             meta["engine"] = recipe.engine.model_dump()
@@ -263,22 +263,19 @@ def evaluate(recipe: EvalRecipe, *, hyp_dir: str | Path | None = None, system: s
     return run
 
 
-def evaluate_model(model: str | Path, directions: list[str], *, limit: int | None = 50, prompt: str = "chat",
-                   suite: str = "eval-flores200-demo", output_dir: str | Path = "outputs/reports",
-                   run_id: str | None = None, overrides: list[str] | None = None,
+def evaluate_model(model: str | Path, directions: list[str], *, limit: int | None = 50,
+                   prompt: Literal["chat", "few_shot"] = "chat", suite: str | EvalRecipe = "eval-flores200-demo",
+                   output_dir: str | Path = "outputs/reports", run_id: str | None = None,
                    address: str | None = None) -> tuple[RunDir, dict[str, Any]]:
     """Evaluate a model folder (or `default`) on chosen directions; returns the run folder and its scores.json.
 
-    `directions` are pairs such as `en->de` or `de-en`; `prompt` is `chat` or `few_shot`; `overrides` are
-    further recipe `key=value` strings (e.g. `generation.max_tokens=96`).
+    `directions` are pairs such as `en->de` or `de-en`; `prompt` is `chat` or `few_shot`; `suite` is a suite
+    recipe's name or a loaded `EvalRecipe` (whose other settings, e.g. `generation.max_tokens`, apply).
     """
     from cluster.config import load_recipe
     from evaluation.outputs import read_scores
 
-    keys = [f"directions=[{', '.join(directions)}]", f"limit={'null' if limit is None else limit}",
-            f"generation.prompt={prompt}", f"output_dir={output_dir}", f"engine.model={model}"]
-    if run_id:
-        keys.append(f"run_id={run_id}")
-    recipe = load_recipe(EvalRecipe, suite, [*keys, *(overrides or [])])
+    loaded = suite if isinstance(suite, EvalRecipe) else load_recipe(EvalRecipe, suite)
+    recipe = loaded.for_model(model, directions, limit=limit, output_dir=output_dir, run_id=run_id, prompt=prompt)
     run = evaluate(recipe, address=address)
     return run, read_scores(run)

@@ -8,8 +8,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from evaluation.metrics import get_metric
 from evaluation.metrics.base import MetricInput, MetricResult
+from evaluation.metrics.registry import get_metric
 from evaluation.recipe import MetricsSettings
 
 

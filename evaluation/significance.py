@@ -11,15 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from evaluation.directions import Direction
-from evaluation.metrics import get_metric
 from evaluation.metrics.base import SacrebleuMetric
+from evaluation.metrics.registry import get_metric
 
 ALPHA = 0.05
 
 
 def supported(names: list[str]) -> list[str]:
     """The metrics paired bootstrap can resample: those with sacrebleu sufficient statistics."""
-    from evaluation.metrics import metric_class
+    from evaluation.metrics.registry import metric_class
 
     return [n for n in names if issubclass(metric_class(n), SacrebleuMetric)]
 

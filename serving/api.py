@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from vllm.exceptions import VLLMClientError
 
 from serving import errors
 from serving.context import ServerContext, request_id
@@ -42,6 +43,11 @@ def create_api(ctx: ServerContext) -> FastAPI:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         first, all_errors = errors.from_validation(exc.errors())
         return errors.error_response(request_id(request), first, all_errors if len(all_errors) > 1 else None)
+
+    @app.exception_handler(VLLMClientError)
+    async def _vllm_validation(request: Request, exc: VLLMClientError) -> JSONResponse:
+        # vLLM's protocol models check some fields themselves while the body is parsed (serving.openai_protocol).
+        return errors.error_response(request_id(request), errors.from_vllm(exc))
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:

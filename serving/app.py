@@ -1,7 +1,8 @@
 """The xalign Ray Serve application.
 
-    serve run serving.app:build model=default                 # or recipe=serve-tiny, key.sub=value ...
     xalign serve --model default --adapter de=runs/x/export/adapter
+    serve run serving.app:build recipe=serve-tiny              # a recipe as it is
+    xalign serve --recipe serve-tiny engine.model=X --print-config > serve.yaml && serve run serve.yaml
 
 Two deployments: `XalignServer` (FastAPI ingress and a vLLM engine in the same replica, so a request
 crosses one hop: proxy -> replica) and `SessionStore` (server-side conversations shared by all
@@ -18,12 +19,11 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
 from serving.recipe import ServeRecipe, from_args
+from serving.serve_config import ENGINE_DEPLOYMENT, PROXY_TIMEOUT_MARGIN_S, SESSIONS_DEPLOYMENT
 from serving.sessions import SessionError, SessionStore
 
 log = logging.getLogger("ray.serve.xalign")  # Serve writes it to the replica log
 
-ENGINE_DEPLOYMENT = "XalignServer"
-SESSIONS_DEPLOYMENT = "SessionStore"
 
 
 @serve.deployment(name=SESSIONS_DEPLOYMENT, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
@@ -45,10 +45,11 @@ class SessionStoreDeployment:
 @serve.ingress()
 class XalignServer:
     async def __init__(self, recipe: dict[str, Any], sessions: DeploymentHandle) -> None:
-        from serving.context import ServerContext, SessionClient
+        from serving.context import ServerContext
         from serving.generation import Generator
         from serving.metrics import Metrics
         from serving.middleware import load_api_key
+        from serving.session_client import SessionClient
         from serving.translation import Translator
 
         self.recipe = ServeRecipe.model_validate(recipe)
@@ -93,7 +94,8 @@ def build_app(recipe: ServeRecipe) -> Application:
 
 
 def build(args: dict[str, Any]) -> Application:
-    """Application builder for `serve run serving.app:build key=value ...` and RayService serveConfigV2."""
+    """Application builder for serveConfigV2 / `serve run`: `args` is `serving.recipe.ServeArgs`, a recipe (name,
+    path or inline mapping) and `key.sub=value` overrides."""
     return build_app(from_args(args))
 
 
@@ -121,7 +123,6 @@ def deploy(recipe: ServeRecipe, *, port: int | None = None, host: str = "127.0.0
     """
     import ray
 
-    from serving.serve_config import PROXY_TIMEOUT_MARGIN_S
 
     if not ray.is_initialized():
         raise RuntimeError("deploy() needs a connected Ray cluster: call it inside cluster.ray_session.ray_session() "

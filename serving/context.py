@@ -4,33 +4,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
-from serving import errors
 from serving.generation import Deadline, Generator
 from serving.metrics import Metrics
 from serving.recipe import ServeRecipe
-
-if TYPE_CHECKING:
-    from serving.translation import Translator
-
-
-class SessionClient:
-    """Calls the SessionStore deployment; its refusals come back as data and become APIErrors here."""
-
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
-
-    async def call(self, method: str, *args: Any) -> dict[str, Any]:
-        reply = await self.handle.call.remote(method, *args)
-        if "error" in reply:
-            status = int(reply["status"])
-            if status == 404:
-                raise errors.not_found("session_id", reply["error"])
-            raise errors.invalid("session_id", reply["error"], status=status)
-        return reply["ok"]
+from serving.session_client import SessionClient
+from serving.translation import Translator
 
 
 @dataclass

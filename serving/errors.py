@@ -5,18 +5,32 @@ naming the request field at fault, or a 5xx carrying the request id to look up i
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from fastapi.responses import JSONResponse
-
-from serving.schemas import ErrorBody, ErrorResponse
+from pydantic import BaseModel
 
 REQUEST_ID_HEADER = "x-request-id"
+ENGINE_RESTART_RETRY_AFTER_S = 10  # health check period plus a tiny engine's start; clients back off, then retry
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str  # invalid_request_error | authentication_error | not_found_error | timeout_error | engine_error ...
+    param: str | None = None  # the request field at fault, e.g. "texts[3]" or "target_lang"
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+    request_id: str
+    errors: list[ErrorBody] | None = None  # every problem, when a request has several
+
+
 # Every error status the /v1/ routes can answer, documented in the OpenAPI schema with the one error shape.
 RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 500, 503, 504)}
-ENGINE_RESTART_RETRY_AFTER_S = 10  # health check period plus a tiny engine's start; clients back off, then retry
 
 
 class APIError(Exception):
@@ -32,6 +46,17 @@ class APIError(Exception):
 
 def invalid(param: str | None, message: str, status: int = 422) -> APIError:
     return APIError(status, message, type="invalid_request_error", param=param)
+
+
+def from_vllm(exc: Exception, status: int = 422, fields: Collection[str] = ()) -> APIError:
+    """vLLM's request errors (`VLLMValidationError`: its protocol models' checks, SamplingParams') -> a 4xx.
+    The field is vLLM's `parameter`, else the message's first word when it is one of `fields` ("n must be 1
+    when using greedy sampling"); the message is the first argument, without vLLM's "(parameter=...)" tail."""
+    message = str(exc.args[0]) if exc.args else type(exc).__name__
+    param = getattr(exc, "parameter", None)
+    if param is None and message.split(" ", 1)[0] in fields:
+        param = message.split(" ", 1)[0]
+    return invalid(param, f"{param}: {message}" if param else message, status=status)
 
 
 def not_found(param: str, message: str) -> APIError:
@@ -58,6 +83,9 @@ def error_response(request_id: str, err: APIError, others: Sequence[ErrorBody] |
     return JSONResponse(payload.model_dump(exclude_none=True), status_code=err.status, headers=headers)
 
 
+_UNION_TAG = re.compile(r"^(str|int|float|bool|bytes)$|[\[\]-]")
+
+
 def field_path(loc: Sequence[Any]) -> str | None:
     """Pydantic's ("body", "texts", 3) -> "texts[3]"; "body" alone means the whole request."""
     parts = [p for p in loc if p not in ("body", "query", "path", "header")]
@@ -65,8 +93,8 @@ def field_path(loc: Sequence[Any]) -> str | None:
     for p in parts:
         if isinstance(p, int):
             out += f"[{p}]"
-        elif isinstance(p, str) and (p.startswith("function-") or p in ("str", "list[str]", "list[int]")):
-            continue  # union-member tags pydantic inserts into locations
+        elif isinstance(p, str) and _UNION_TAG.search(p):
+            continue  # union-member tags pydantic inserts into locations: "str", "list[int]", "function-after[...]"
         else:
             out += f".{p}" if out else str(p)
     return out or None
@@ -85,10 +113,11 @@ def from_validation(errors: Sequence[dict[str, Any]]) -> tuple[APIError, list[Er
         msg = str(e.get("msg", "invalid value"))
         if e.get("type") == "json_invalid" and len(loc) > 1:
             msg = f"{msg} at character {loc[1]}"
-        m = _LEADING_FIELD.match(msg)
-        if m and param is None:
-            # Cross-field checks name their field in the message ("text: send either ...").
-            param, msg = m.group(1), m.group(2)
+        m = _LEADING_FIELD.match(msg) if e.get("type") == "value_error" else None
+        if m:
+            # Cross-field checks name their field in the message ("text: send either ..."), relative to the
+            # object they check.
+            param, msg = (f"{param}.{m.group(1)}" if param else m.group(1)), m.group(2)
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         if param is None and loc[:1] == ("body",):

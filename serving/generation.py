@@ -1,6 +1,6 @@
 """The vLLM engine of one Serve replica: `AsyncLLM` with xalign's prompt encoding and LoRA adapters by name.
 
-Prompts reach vLLM as token ids encoded by `pipelines.prompts` (the chat template exported with the
+Prompts reach vLLM as token ids encoded by `cluster.prompts` (the chat template exported with the
 checkpoint is xalign's), so what is served is exactly what was trained. Every generation runs under a
 deadline and is aborted in the engine when it passes; engine failures surface as `APIError`s (5xx),
 never as hangs.
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cluster.engine import configure_process_env, engine_kwargs
 from serving import errors
-from serving.engine import configure_process_env, engine_kwargs
 from serving.recipe import ServeRecipe
 
 log = logging.getLogger("ray.serve.xalign")  # Serve writes it to the replica log
@@ -123,7 +123,7 @@ class Generator:
                                       f"{', '.join(self.model_names())})")
 
     def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        from pipelines import prompts
+        from cluster import prompts
 
         return prompts.encode_prompt(self.tokenizer, messages)
 
@@ -153,23 +153,21 @@ class Generator:
                                         f"the context of {self.max_model_len} tokens")
         return requested
 
-    def sampling(self, *, max_tokens: int, temperature: float | None = None, top_p: float | None = None,
-                 top_k: int | None = None, n: int = 1, stop: list[str] | None = None, seed: int | None = None,
-                 presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
-                 repetition_penalty: float | None = None, ignore_eos: bool = False, stream: bool = False) -> Any:
+    def sampling_defaults(self, ignore_eos: bool = False) -> dict[str, Any]:
+        """The server's side of vLLM's `to_sampling_params`: the checkpoint's temperature, and answers that end
+        at the end of turn as trained ones did (unless the request ignores EOS, e.g. a benchmark)."""
+        return {"temperature": self.default_temperature,
+                "stop_token_ids": [] if ignore_eos else list(self.stop_token_ids)}
+
+    def sampling(self, *, max_tokens: int, temperature: float | None = None) -> Any:
+        """Parameters for one translation answer: all of it at once, greedy unless the request says otherwise."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        return SamplingParams(
-            n=n, max_tokens=max_tokens,
-            temperature=self.default_temperature if temperature is None else temperature,
-            top_p=1.0 if top_p is None else top_p, top_k=0 if top_k in (None, -1) else top_k,
-            stop=stop or None, stop_token_ids=[] if ignore_eos else list(self.stop_token_ids), seed=seed,
-            ignore_eos=ignore_eos,
-            presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
-            repetition_penalty=1.0 if repetition_penalty is None else repetition_penalty,
-            output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
-        )
+        defaults = self.sampling_defaults()
+        return SamplingParams(n=1, max_tokens=max_tokens,
+                              temperature=defaults["temperature"] if temperature is None else temperature,
+                              stop_token_ids=defaults["stop_token_ids"], output_kind=RequestOutputKind.FINAL_ONLY)
 
     # ---- generation --------------------------------------------------------------------------------
 
@@ -246,7 +244,7 @@ def engine_errors() -> Iterator[None]:
     except (errors.APIError, asyncio.CancelledError):
         raise
     except VLLMClientError as exc:
-        raise errors.invalid(getattr(exc, "parameter", None), str(exc), status=400) from exc
+        raise errors.from_vllm(exc, status=400) from exc
     except Exception as exc:
         dead = isinstance(exc, EngineDeadError) or isinstance(exc.__cause__, EngineDeadError)
         log.error("engine failure (%s): %r", "dead" if dead else "request", exc)
@@ -255,13 +253,13 @@ def engine_errors() -> Iterator[None]:
 
 def check_chat_template(tokenizer: Any, model_path: Path) -> None:
     """Serve only checkpoints whose exported template is xalign's (or that have none, like a base model)."""
-    from pipelines import prompts
+    from cluster import prompts
 
     template = getattr(tokenizer, "chat_template", None)
     if template and template != prompts.CHAT_TEMPLATE:
         raise TemplateMismatchError(
             f"{model_path}: the tokenizer's chat_template is not xalign's; prompts are encoded by "
-            "pipelines.prompts, so export the model with cluster.models.attach_chat_template"
+            "cluster.prompts, so export the model with cluster.models.attach_chat_template"
         )
     missing = [t for t in prompts.SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
     if missing:
@@ -286,7 +284,7 @@ def check_adapter(name: str, path: str, max_rank: int) -> Path:
 
 def stop_token_ids(tokenizer: Any, model_path: Path) -> list[int]:
     """End of turn and every EOS the generation config names: served answers end where trained ones did."""
-    from pipelines import prompts
+    from cluster import prompts
 
     ids = {tokenizer.convert_tokens_to_ids(prompts.END)}
     if tokenizer.eos_token_id is not None:

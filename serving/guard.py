@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pipelines import langid, languages, prompts
-from pipelines.langid import Detection
+from cluster import langid, prompts
+from cluster.langid import Detection
 
 Strategy = Literal["strict", "fix"]
 
@@ -55,11 +55,3 @@ def retry_messages(
     fix = prompts.follow_up("fix", target)
     return [*messages, {"role": "assistant", "content": bad_output}, {"role": "user", "content": fix}], "fix"
 
-
-def language_name(code: str | None) -> str | None:
-    if code is None:
-        return None
-    try:
-        return languages.get(code).name
-    except languages.UnknownLanguageError:
-        return code

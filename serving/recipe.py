@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cluster.config import RecipeError, Strict, load_recipe, validate
-from serving.engine import EngineSettings
+from cluster.config import Strict, apply_overrides, load_recipe, validate
+from cluster.engine import EngineSettings
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
@@ -168,46 +168,23 @@ class ServeRecipe(Strict):
 
 
 def load_serve_recipe(recipe: str | Path | None, overrides: list[str] | None = None) -> ServeRecipe:
+    """`cluster.config.load_recipe` for the serve recipe."""
     return load_recipe(ServeRecipe, recipe, overrides)
 
 
-def from_args(args: dict[str, Any]) -> ServeRecipe:
-    """The recipe behind `serve run serving.app:build key=value ...` and a serveConfigV2 `args:` mapping.
+class ServeArgs(Strict):
+    """The Serve application's `args` (a serveConfigV2 / `serve deploy` file, `serve run serving.app:build
+    recipe=NAME`): the recipe, as a name or path under recipes/ or inline as a mapping (the resolved recipe
+    `xalign serve --print-config` writes), and `key.sub=value` overrides in the grammar of the xalign command
+    line (what the Helm chart writes)."""
 
-    Accepted: `recipe` (a name or path), a whole inline recipe (`kind: serve` plus sections), `model`
-    and `adapters` shortcuts, and any `section.key=value` override.
-    """
-    args = dict(args or {})
-    if "kind" in args:  # an inline recipe, as serving.serve_config writes it
-        return validate(ServeRecipe, args, "<serve args>")
-    recipe = args.pop("recipe", None)
-    overrides: list[str] = []
-    extra = args.pop("overrides", [])
-    overrides.extend(extra.split() if isinstance(extra, str) else list(extra))
-    if "model" in args:
-        overrides.append(f"engine.model={args.pop('model')}")
-    adapters = args.pop("adapters", None)
-    for key, value in args.items():
-        overrides.append(f"{key}={value}")
-    loaded = load_serve_recipe(recipe, overrides)
-    if adapters:
-        try:
-            parsed = parse_adapters(adapters)
-        except ValueError as exc:
-            raise RecipeError(f"adapters: {exc}") from None
-        loaded = validate(ServeRecipe, {**loaded.model_dump(), "adapters": {**loaded.adapters, **parsed}})
-    return loaded
+    recipe: str | dict[str, Any] | None = None
+    overrides: list[str] = Field(default_factory=list)
 
 
-def parse_adapters(spec: str | list[str] | dict[str, str]) -> dict[str, str]:
-    """`name=path` items (a list, or one comma-separated string) or a mapping."""
-    if isinstance(spec, dict):
-        return {str(k): str(v) for k, v in spec.items()}
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    out: dict[str, str] = {}
-    for item in items:
-        name, sep, path = item.strip().partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"adapter {item!r} is not of the form name=path")
-        out[name] = path
-    return out
+def from_args(args: dict[str, Any] | None) -> ServeRecipe:
+    """The recipe a Serve application's `args` describe (see `ServeArgs`); unknown keys are errors naming them."""
+    spec = validate(ServeArgs, dict(args or {}), "<serve application args>")
+    if isinstance(spec.recipe, dict):
+        return validate(ServeRecipe, apply_overrides(spec.recipe, spec.overrides), "<serve application args>")
+    return load_recipe(ServeRecipe, spec.recipe, spec.overrides)

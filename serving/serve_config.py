@@ -15,11 +15,11 @@ from serving.recipe import ServeRecipe
 IMPORT_PATH = "serving.app:build"
 # Above the app's own timeout, so the app answers first with a JSON error naming the request id.
 PROXY_TIMEOUT_MARGIN_S = 30
+ENGINE_DEPLOYMENT = "XalignServer"
+SESSIONS_DEPLOYMENT = "SessionStore"
 
 
 def serve_config(recipe: ServeRecipe, host: str = "0.0.0.0") -> dict[str, Any]:
-    from serving.app import ENGINE_DEPLOYMENT, SESSIONS_DEPLOYMENT
-
     return {
         "proxy_location": "EveryNode",
         "http_options": {
@@ -30,7 +30,7 @@ def serve_config(recipe: ServeRecipe, host: str = "0.0.0.0") -> dict[str, Any]:
             "name": recipe.name,
             "route_prefix": recipe.http.route_prefix,
             "import_path": IMPORT_PATH,
-            "args": recipe.model_dump(mode="json"),
+            "args": {"recipe": recipe.model_dump(mode="json")},  # serving.recipe.ServeArgs
             "deployments": [
                 {"name": ENGINE_DEPLOYMENT, **recipe.deployment.options()},
                 {"name": SESSIONS_DEPLOYMENT, "num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},

@@ -6,26 +6,24 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pipelines import langid, languages, prompts
-from pipelines.languages import Language
+from cluster import langid, languages, prompts
+from cluster.languages import Language
 from serving import errors, guard
 from serving.generation import Deadline, Generator
 from serving.metrics import Metrics
 from serving.recipe import GuardSettings, LimitSettings
-from serving.schemas import (
-    ChatMessage,
+from serving.session_client import SessionClient
+from serving.translate_schemas import (
     GuardReport,
     LanguageInfo,
+    TextMessage,
     TranslateRequest,
     TranslateResponse,
     TranslationItem,
     Usage,
 )
-
-if TYPE_CHECKING:
-    from serving.context import SessionClient
 
 
 def resolve_language(code: str, param: str) -> Language:
@@ -93,7 +91,7 @@ class Translator:
                                  translations=[it.translation for it in items], usage=usage)
         if len(jobs) == 1:
             conversation = [*jobs[0].messages, {"role": "assistant", "content": items[0].translation}]
-            resp.messages = [ChatMessage(**m) for m in conversation]
+            resp.messages = [TextMessage(**m) for m in conversation]
             target = jobs[0].target.flores
             if session is not None:
                 stored = await self.sessions.call("append", session["session_id"], conversation, target, model)

@@ -3,9 +3,9 @@ other tokens than serving."""
 
 from transformers import AutoTokenizer
 
+from cluster import prompts
 from cluster.locations import data_root
-from pipelines import prompts
-from pipelines.data.tokenization import SegmentEncoder, load_tokenizer
+from cluster.tokenizer import SegmentEncoder, load_tokenizer
 
 CONV = [{"role": "user", "content": prompts.translation_instruction("en", "de", "Good morning!")},
         {"role": "assistant", "content": "Guten Morgen!"},

@@ -1,8 +1,8 @@
 """Generation against a running endpoint: `xalign serve` or any OpenAI-compatible server.
 
-Two APIs: `chat` posts the canonical translation messages from `pipelines.prompts` to
+Two APIs: `chat` posts the canonical translation messages from `cluster.prompts` to
 `/v1/chat/completions` (the server renders them with xalign's chat template, which reproduces
-`pipelines.prompts.render_text`); `translate` posts `{text, source_lang, target_lang}` to xalign's
+`cluster.prompts.render_text`); `translate` posts `{text, source_lang, target_lang}` to xalign's
 `/v1/translate` and lets the server build the same prompt (its off-target guard is off unless
 `endpoint.guard` says otherwise, so the score is the model's, not the guard's retries). Requests run
 `concurrency` at a time with retries (tenacity) on connection errors, 429 and 5xx.
@@ -18,9 +18,9 @@ import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 from tqdm.auto import tqdm
 
+from cluster import languages, prompts
 from evaluation.generation.requests import clean, messages, stop_strings
 from evaluation.recipe import EndpointSettings, GenerationSettings
-from pipelines import languages, prompts
 
 
 class EndpointError(RuntimeError):

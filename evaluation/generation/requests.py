@@ -1,8 +1,8 @@
 """What every generation backend shares: the request rows, the prompt, the stop tokens, the clean-up.
 
-Prompts come only from `pipelines.prompts`. The `chat` style (default) is translation template 0 in the
+Prompts come only from `cluster.prompts`. The `chat` style (default) is translation template 0 in the
 shared chat template, the prompt serving sends and training uses, so a score measures what users get.
-The `few_shot` style is `pipelines.prompts.few_shot_prompt`, plain text without turn markers: the fair
+The `few_shot` style is `cluster.prompts.few_shot_prompt`, plain text without turn markers: the fair
 reference point for a base model that was never taught the chat format. Its examples are the last
 `shots` segments of each direction's test data, which are then never scored.
 """
@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cluster import prompts
 from evaluation.loaders import DirectionData
-from pipelines import prompts
 
 # The few-shot prompt ends with `<Target>:`; the model's answer is the rest of that line.
 FEW_SHOT_STOP = ["\n"]

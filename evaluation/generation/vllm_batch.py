@@ -1,7 +1,7 @@
 """Offline batch inference: Ray Data streams request batches to actors that each hold a vLLM engine.
 
-The engine is configured by `serving.engine` exactly as serving configures it; prompts are encoded with
-`pipelines.prompts` and sent to vLLM as token ids. Batch size and the number of engine actors
+The engine is configured by `cluster.engine` exactly as serving configures it; prompts are encoded with
+`cluster.prompts` and sent to vLLM as token ids. Batch size and the number of engine actors
 (concurrency) come from the recipe. An actor that dies (OOM kill, crash) is restarted by Ray Data's actor
 pool and its in-flight batch retried (`generation.max_restarts`), so one lost engine costs a restart, not
 the suite. Results stream back: each direction is handed to `on_direction` as soon as its last segment
@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from cluster.engine import EngineSettings
 from evaluation.generation.requests import clean, encode_row, stop_strings, stop_token_ids
 from evaluation.recipe import GenerationSettings
-from serving.engine import EngineSettings
 
 # The class name shows up in Ray's actor table as MapWorker(MapBatches(VLLMTranslator)).
 ACTOR_NAME = "VLLMTranslator"
@@ -31,7 +31,7 @@ class VLLMTranslator:
     """A Ray Data map_batches UDF: one vLLM engine per actor, reused for every batch."""
 
     def __init__(self, model_path: str, engine: dict[str, Any], generation: dict[str, Any]) -> None:
-        from serving.engine import configure_process_env, engine_kwargs
+        from cluster.engine import configure_process_env, engine_kwargs
 
         settings = EngineSettings.model_validate(engine)
         self.gen = GenerationSettings.model_validate(generation)

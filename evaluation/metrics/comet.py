@@ -1,7 +1,7 @@
 """COMET (unbabel-comet `load_from_checkpoint` + `predict`), run from a Ray actor in the isolated environment.
 
 unbabel-comet cannot share the main environment, so the actor starts `.venv-comet`'s interpreter
-(`cluster.doctor.comet_python()`, or `XALIGN_COMET_PYTHON`) on `evaluation.metrics.comet_worker` and
+(`cluster.locations.comet_python()`, or `XALIGN_COMET_PYTHON`) on `evaluation.metrics.comet_worker` and
 talks JSON lines with it. The model loads once per evaluation and scores every direction in one batch
 stream. Nothing is downloaded when the checkpoint's encoder (its `pretrained_model`) is a local folder
 or already in the Hugging Face cache; with `HF_HUB_OFFLINE=1` COMET is told to look only locally.
@@ -109,7 +109,7 @@ class Comet(Metric):
         """One actor, one model load, every direction's segments in one stream (COMET uses the first reference)."""
         import ray
 
-        from cluster.doctor import comet_python
+        from cluster.locations import comet_python
 
         python = comet_python()
         if not python.exists():

@@ -1,6 +1,6 @@
 """Off-target rate: the share of hypotheses whose language is not the target (xLLMs-100's measure).
 
-Each hypothesis is identified with `pipelines.langid` (the same identifier as the data filters and the
+Each hypothesis is identified with `cluster.langid` (the same identifier as the data filters and the
 serving guard). Hypotheses too short to judge are counted apart, not guessed; the rate is over the judged
 ones, and the confusion counts say which languages came out instead.
 """
@@ -18,7 +18,7 @@ class OffTarget(Metric):
     needs_references = False
 
     def score(self, data: MetricInput, sentence_level: bool = False) -> MetricResult:
-        from pipelines import langid
+        from cluster import langid
 
         verdicts: list[float | None] = []
         confusion: Counter[str] = Counter()

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cluster import languages
 from cluster.config import RecipeError
 from cluster.locations import resolve_data_path
-from pipelines import languages
 from pipelines.data import readers
 from pipelines.data.readers import InputError
 from pipelines.data.recipe import MultiParallelSource, PrepareRecipe

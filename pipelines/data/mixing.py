@@ -1,8 +1,8 @@
 """Mixing: builder (source) ratios, per-language temperature sampling, a total size and a fixed seed.
 
 The driver turns the counts of surviving records into exact per-(builder, language) targets; each group
-then picks its records by a seeded rank, repeating the whole group when the target exceeds it. Counts are
-exact (largest-remainder rounding), so the mixture's builder ratios match the recipe to one sample.
+then picks its records by a seeded rank, repeating the whole group when the target exceeds it (`select_group`).
+Counts are exact (largest-remainder rounding), so the mixture's builder ratios match the recipe to one sample.
 """
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 from pipelines.data import seeding
 from pipelines.data.recipe import Mixing
+from pipelines.data.schema import SELECTED_SCHEMA
 
 
 class MixingError(ValueError):
@@ -107,15 +110,24 @@ def placement(sample_id: str, copy: int, seed: int, num_shards: int) -> tuple[st
     return sid, key >> 1, key % num_shards
 
 
-def select_group(rows: list[dict], target: int, seed: int, num_shards: int) -> list[dict]:
-    out = []
-    for row, copy in picks(rows, target, seed):
-        sid, order_key, shard = placement(row["sample_id"], copy, seed, num_shards)
-        out.append({
-            "sample_id": sid, "builder": row["builder"], "lang": row["lang"], "order_key": order_key,
-            "shard": shard, "input_ids": row["input_ids"], "labels": row["labels"], "num_tokens": row["num_tokens"],
-        })
-    return out
+def select_group(group: pa.Table, target: int, seed: int, num_shards: int) -> pa.Table:
+    """`target` samples of one (builder, language) group, one row per copy with its sample id, order key and
+    shard. The picks are made on ids alone and only the picked rows' tokens are taken (a group holds every
+    candidate, the mixture often a small share of them)."""
+    ids = group.column("sample_id").to_pylist()
+    chosen = picks([{"sample_id": sid, "row": i} for i, sid in enumerate(ids)], target, seed)
+    if not chosen:
+        return SELECTED_SCHEMA.empty_table()
+    placed = [placement(r["sample_id"], copy, seed, num_shards) for r, copy in chosen]
+    taken = group.take(pa.array([r["row"] for r, _ in chosen], pa.int64()))
+    return pa.table({
+        "sample_id": pa.array([p[0] for p in placed], pa.string()),
+        "builder": taken.column("builder"), "lang": taken.column("lang"),
+        "order_key": pa.array([p[1] for p in placed], pa.int64()),
+        "shard": pa.array([p[2] for p in placed], pa.int32()),
+        "input_ids": taken.column("input_ids"), "labels": taken.column("labels"),
+        "num_tokens": taken.column("num_tokens"),
+    }, schema=SELECTED_SCHEMA)
 
 
 def num_shards(samples: int, explicit: int | None, per_shard: int) -> int:

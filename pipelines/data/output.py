@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections import Counter
 from pathlib import Path
 
+from cluster import manifest
 from cluster.config import save_resolved
-from pipelines.data import manifest, stats
-from pipelines.data.inventory import InputFile
-from pipelines.data.mixing import MixPlan
+from pipelines.data import stats
+from pipelines.data.context import RunContext
 from pipelines.data.recipe import PrepareRecipe
 
 
@@ -41,12 +40,13 @@ def renumber(staging: Path, written: list[dict], kind: str) -> list[dict]:
     return entries
 
 
-def assemble(
-    recipe: PrepareRecipe, tokenizer: dict, files: list[InputFile], counts: Counter, plan: MixPlan | None,
-    sft: list[dict], dpo: list[dict], sft_entries: list[dict], dpo_entries: list[dict], rejects: list[dict],
-) -> dict:
-    summary = stats.summarize_counts(counts)
-    sft_tokens = stats.merge_shards(sft, recipe.max_seq_len)
+def assemble(ctx: RunContext) -> dict:
+    """The manifest's body (its hash is the dataset id), after giving the shard files contiguous numbers."""
+    recipe, plan = ctx.recipe, ctx.plan
+    sft_entries = renumber(ctx.staging, ctx.sft_files, "sft")
+    dpo_entries = renumber(ctx.staging, ctx.dpo_files, "dpo")
+    summary = stats.summarize_counts(ctx.counts)
+    sft_tokens = stats.merge_shards(ctx.sft_files, recipe.max_seq_len)
     summary["selected_by_builder_language"] = plan.targets if plan else {}
     summary["sft_samples"] = sft_tokens.get("samples", 0)
     summary["dpo_pairs"] = sum(e["rows"] for e in dpo_entries)
@@ -54,19 +54,21 @@ def assemble(
         "format": manifest.FORMAT,
         "name": recipe.name,
         "recipe": recipe.identity(),
-        "tokenizer": {"model": recipe.model, **tokenizer},
+        "tokenizer": {"model": recipe.model, **ctx.inputs.tokenizer},
         "software": manifest.software(),
-        "inputs": [{"file": f.display, "sha256": f.sha256, "lines": f.lines} for f in files],
+        "inputs": [{"file": f.display, "sha256": f.sha256, "lines": f.lines} for f in ctx.inputs.files],
         "counts": summary,
         "mixing": plan.as_dict() if plan else None,
         "shards": {"sft": sft_entries, "dpo": dpo_entries},
         "rejects": sorted(({"reason": r["reason"], "file": r["file"], "sha256": r["sha256"], "rows": r["rows"]}
-                           for r in rejects), key=lambda r: r["reason"]),
-        "tokens": {"sft": sft_tokens, "dpo": stats.merge_pairs(dpo)},
+                           for r in ctx.reject_files), key=lambda r: r["reason"]),
+        "tokens": {"sft": sft_tokens, "dpo": stats.merge_pairs(ctx.dpo_files)},
     }
 
 
-def finalize(recipe: PrepareRecipe, staging: Path, body: dict, run_info: dict) -> Path:
+def finalize(ctx: RunContext, body: dict, run_info: dict) -> Path:
+    """Write the manifest, the resolved recipe and run.json, then move the folder to its id's name."""
+    recipe, staging = ctx.recipe, ctx.staging
     m = manifest.with_id(body)
     for part in ("sft", "dpo", "rejects"):  # always present, so readers can glob a part that came out empty
         (staging / part).mkdir(exist_ok=True)

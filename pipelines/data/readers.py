@@ -21,8 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from cluster import languages, prompts
 from cluster.locations import REPO_ROOT, data_root
-from pipelines import languages, prompts
 
 
 class InputError(ValueError):

@@ -1,7 +1,7 @@
 """The `kind: prepare` recipe: sources, builders, filters, mixing, packing and sharding.
 
 Sources name input files; builders turn sources into training examples; mixing samples the builders'
-outputs into one SFT mixture. Language codes are accepted in any spelling `pipelines.languages` knows and
+outputs into one SFT mixture. Language codes are accepted in any spelling `cluster.languages` knows and
 stored as Flores-200 codes. The `ray:` section only changes how the work is spread over the cluster, never
 the data, so it is left out of the dataset identity.
 """
@@ -13,8 +13,8 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from cluster import languages, prompts
 from cluster.config import Strict
-from pipelines import languages, prompts
 
 LangCode = str
 

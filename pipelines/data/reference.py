@@ -1,69 +1,71 @@
-"""The same transforms in one process, without Ray: the benchmark's baseline and the tests' oracle.
+"""The declared pipeline (`pipeline`) in one process, without Ray: the benchmark's baseline and the tests' oracle.
 
-It holds every row in memory (that is the point of the comparison) and must produce the same dataset id
-as `prepare.run_prepare` for the same recipe.
+`LocalExecutor` runs the same stage lists as `prepare.RayExecutor`, each stage once over the whole table
+(a group-wise stage once per key value), so every row is held in memory (that is the point of the
+comparison). It must produce the same dataset id as `prepare.run_prepare` for the same recipe.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
-from cluster.models import resolve_model
-from pipelines.data import inventory, mixing, output, shards, stages, stats, tokenization
-from pipelines.data.builders import plan_units
-from pipelines.data.builders.context import BuildContext
-from pipelines.data.filters import dedup
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.data.context import check_inputs
+from pipelines.data.pipeline import Log, build_dataset
 from pipelines.data.recipe import PrepareRecipe
+from pipelines.data.stages import Stage
 
 
-def _groups(rows: list[dict], key: str) -> list[list[dict]]:
-    out: dict = defaultdict(list)
-    for r in rows:
-        out[r[key]].append(r)
-    return [out[k] for k in sorted(out)]
+def split_by(table: pa.Table, key: str) -> list[pa.Table]:
+    """The rows of each value of `key`, in key order (rows keep their order within a group)."""
+    table = table.take(pc.sort_indices(table, [(key, "ascending")]))  # a stable sort
+    keys = table.column(key).to_pylist()
+    bounds = [0, *(i for i in range(1, len(keys)) if keys[i] != keys[i - 1]), len(keys)] if keys else []
+    return [table.slice(a, b - a) for a, b in pairwise(bounds)]
 
 
-def run_reference(recipe: PrepareRecipe) -> Path:
-    t0 = time.time()
-    model_path = resolve_model(recipe.model)
-    tokenizer = tokenization.tokenizer_identity(model_path)
-    infos = inventory.scan(recipe)
-    files = inventory.input_files(infos)
-    ctx = BuildContext(recipe, infos)
-    staging = output.staging_dir(recipe)
+@dataclass
+class LocalExecutor:
+    """Runs stage lists over Arrow tables in this process; branches run one after another."""
 
-    rows = [row for unit in plan_units(recipe, infos) for row in stages.build_and_filter(unit.as_item(), ctx)]
-    for group in _groups(rows, "group"):
-        dedup.dedup_group(group, recipe.filters.dedup)
-    tokenization.tokenize_rows(tokenization.load_tokenizer(model_path), rows, recipe.max_seq_len)
-    counts: Counter = stats.count_rows(rows)
+    info: dict[str, Any] = field(default_factory=lambda: {"engine": "single-process"})
 
-    reject_stats = [shards.write_rejects(g, staging) for g in _groups(stages.rejected(rows), "reject_reason")]
+    def source(self, items: list[dict]) -> pa.Table:
+        return pa.Table.from_pylist(items)
 
-    plan, sft_stats = None, []
-    if recipe.sft_builders():
-        plan = mixing.plan(stats.available(counts, "sft"), recipe.mixing, recipe.sft_builders())
-        targets = plan.group_targets()
-        n_shards = mixing.num_shards(plan.total, recipe.shards.num_shards, recipe.shards.samples_per_shard)
-        picked = [s for g in _groups(stages.mixable(rows, targets), "group")
-                  for s in stages.select(g, targets, recipe.mixing.seed, n_shards)]
-        sft_stats = [shards.write_sft_shard(g, staging, g[0]["shard"], recipe.max_seq_len)
-                     for g in _groups(picked, "shard")]
+    def run(self, table: pa.Table, stage_list: list[Stage]) -> pa.Table:
+        for stage in stage_list:
+            table = self._apply(table, stage)
+        return table
 
-    dpo_stats = []
-    n_pairs = sum(n for k, n in counts.items() if k[0] == "dpo" and k[3] == stats.KEPT)
-    if n_pairs:
-        n_shards = mixing.num_shards(n_pairs, recipe.shards.num_shards, recipe.shards.samples_per_shard)
-        pairs = stages.pairs(rows, recipe.mixing.seed, n_shards)
-        dpo_stats = [shards.write_dpo_shard(g, staging, g[0]["shard"]) for g in _groups(pairs, "shard")]
+    def _apply(self, table: pa.Table, stage: Stage) -> pa.Table:
+        if stage.actor:
+            return stage.fn(**stage.kwargs())(table)
+        if stage.key is None:
+            return stage.fn(table, **stage.kwargs())
+        parts = [stage.fn(group, **stage.kwargs()) for group in split_by(table, stage.key)]
+        return pa.concat_tables(parts) if parts else stage.schema.empty_table()
 
-    sft_entries = output.renumber(staging, sft_stats, "sft")
-    dpo_entries = output.renumber(staging, dpo_stats, "dpo")
-    body = output.assemble(recipe, tokenizer, files, counts, plan, sft_stats, dpo_stats, sft_entries, dpo_entries,
-                           reject_stats)
-    elapsed = time.time() - t0
-    run_info = {"engine": "single-process", "elapsed_s": round(elapsed, 3), "records_built": len(rows),
-                "records_per_s": round(len(rows) / elapsed, 1) if elapsed else None}
-    return output.finalize(recipe, staging, body, run_info)
+    def materialize(self, table: pa.Table) -> pa.Table:
+        return table
+
+    def collect(self, table: pa.Table) -> list[str]:
+        return table.column("stats").to_pylist()
+
+    def run_branches(self, jobs: dict[str, Callable[[], list[str]]]) -> dict[str, list[str]]:
+        return {name: job() for name, job in jobs.items()}
+
+
+def run_reference(recipe: PrepareRecipe, log: Log | None = None) -> Path:
+    """Build the dataset in this process; returns `<output_dir>/<name>-<dataset_id[:12]>/`."""
+    started = time.time()
+    inputs = check_inputs(recipe)
+    timings = {"check_inputs": round(inputs.seconds, 3)}
+    return build_dataset(recipe, inputs, LocalExecutor(), started, timings, log or (lambda msg: None))

@@ -1,4 +1,4 @@
-"""Tokenize with `pipelines.prompts` (the chat template serving and evaluation use), in Ray actors.
+"""Tokenize with `cluster.prompts` (the chat template serving and evaluation use), in Ray actors.
 
 SFT rows get `input_ids` and `labels` (-100 on every prompt token); preference rows get `prompt_ids` (the
 prompt plus the opening of the model's turn) and `chosen_ids`/`rejected_ids` (the answer tokens with the
@@ -7,103 +7,15 @@ END marker). Rows longer than `max_seq_len` are rejected (`too_long_tokens`), ne
 
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from pipelines import prompts
+from cluster import prompts
+from cluster.tokenizer import load_tokenizer
 from pipelines.data import schema
 from pipelines.data.schema import is_kept, reject
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                   "tokenizer.model")
-
-
-class SegmentEncoder:
-    """The model's `tokenizer.json` through `tokenizers` alone: the ids transformers' fast tokenizer gives for
-    `encode(text, add_special_tokens=False)` (tested on many scripts), without its import (~10 s in every
-    tokenizer actor) and per-call wrapping (about as long as the encoding itself)."""
-
-    def __init__(self, raw, bos_token: str | None) -> None:
-        self.raw = raw  # tokenizers.Tokenizer
-        self.bos_token = bos_token
-        self.bos_token_id = raw.token_to_id(bos_token) if bos_token else None
-
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        if add_special_tokens:
-            raise ValueError("SegmentEncoder encodes segments only: prompts.encode adds the BOS itself")
-        return self.raw.encode(text, add_special_tokens=False).ids
-
-    def decode(self, ids) -> str:
-        return self.raw.decode(list(ids), skip_special_tokens=False)
-
-
-def _check_markers(folder: Path, one_token) -> None:
-    for marker in prompts.SPECIAL_TOKENS:
-        if not one_token(marker):
-            raise ValueError(
-                f"tokenizer of {folder} does not have {marker!r} as one token: use a model prepared by "
-                "xalign (cluster.models.resolve_model / attach_chat_template)"
-            )
-
-
-def _bos_token(folder: Path) -> str | None:
-    cfg_file = folder / "tokenizer_config.json"
-    bos = json.loads(cfg_file.read_text()).get("bos_token") if cfg_file.is_file() else None
-    return bos.get("content") if isinstance(bos, dict) else bos
-
-
-def load_tokenizer(model_path: str | Path):
-    """What the pipeline tokenizes with: a `SegmentEncoder` when the model has a `tokenizer.json`, else
-    the transformers tokenizer."""
-    folder = Path(model_path)
-    if (folder / "tokenizer.json").is_file():
-        from tokenizers import Tokenizer
-
-        raw = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        _check_markers(folder, lambda m: len(raw.encode(m, add_special_tokens=False).ids) == 1)
-        return SegmentEncoder(raw, _bos_token(folder))
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(folder))
-    _check_markers(folder, lambda m: len(tok.encode(m, add_special_tokens=False)) == 1)
-    return tok
-
-
-def _fast_identity(folder: Path) -> tuple[int, int | None, int | None]:
-    """(vocabulary size, bos id, END id) from tokenizer.json with `tokenizers` alone: ~5x quicker than
-    transformers for Gemma's 262k vocabulary, and the driver only needs these numbers and the marker check."""
-    enc = load_tokenizer(folder)
-    return enc.raw.get_vocab_size(with_added_tokens=True), enc.bos_token_id, enc.raw.token_to_id(prompts.END)
-
-
-def tokenizer_identity(model_path: str | Path) -> dict:
-    """What the token ids depend on: the tokenizer files' hash, vocabulary size and marker ids."""
-    folder = Path(model_path)
-    h = hashlib.sha256()
-    files = []
-    for name in TOKENIZER_FILES:
-        f = folder / name
-        if f.is_file():
-            h.update(name.encode() + b"\0" + f.read_bytes() + b"\0")
-            files.append(name)
-    if (folder / "tokenizer.json").is_file():
-        vocab, bos_id, end_id = _fast_identity(folder)
-    else:
-        tok = load_tokenizer(folder)
-        vocab, bos_id, end_id = len(tok), tok.bos_token_id, tok.convert_tokens_to_ids(prompts.END)
-    marker = folder / "xalign_model.json"
-    return {
-        "name": json.loads(marker.read_text()).get("name") if marker.is_file() else folder.name,
-        "tokenizer_sha256": h.hexdigest(),
-        "files": files,
-        "vocab_size": vocab,
-        "bos_token_id": bos_id,
-        "end_of_turn_id": end_id,
-    }
 
 
 def _ids(values: list[int]) -> np.ndarray:

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pipelines.train.collate import IGNORE, MicroBatch
-from pipelines.train.sft import token_nll
+from pipelines.train.collate import MicroBatch
+from pipelines.train.lm_head import response_nll
 
 
 def sequence_logps(model: torch.nn.Module, mb: MicroBatch) -> torch.Tensor:
     """Sum of response-token log-probabilities per sequence: [2 * pairs], chosen first."""
-    nll = token_nll(model, mb)
-    return -(nll * (mb.labels[:, 1:] != IGNORE)).sum(-1)
+    nll, rows = response_nll(model, mb)
+    return -torch.zeros(mb.input_ids.size(0), dtype=nll.dtype, device=nll.device).index_add(0, rows, nll)
 
 
 @dataclass

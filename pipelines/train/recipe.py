@@ -15,7 +15,9 @@ from cluster.config import Strict
 
 class ModelSection(Strict):
     base: str = "default"  # anything cluster.models.resolve_model accepts
-    dtype: Literal["float32", "bfloat16"] = "float32"  # training precision (bf16 = DeepSpeed bf16 mode)
+    # Training precision. bf16 is DeepSpeed's bf16 mode (fp32 master weights and optimizer state); auto picks
+    # bf16 where the worker's hardware multiplies bf16 natively (AMX CPU, bf16 GPU), else fp32 (cluster.hardware).
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     gradient_checkpointing: bool = False
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
 

@@ -138,7 +138,7 @@ def check_tokenizer(info: DatasetInfo, model_dir: Path) -> None:
     recorded = info.manifest.get("tokenizer")
     if not isinstance(recorded, dict) or "tokenizer_sha256" not in recorded:
         return  # a manifest without tokenizer identity: nothing to compare
-    from pipelines.data.tokenization import tokenizer_identity
+    from cluster.tokenizer import tokenizer_identity
 
     ours = tokenizer_identity(model_dir)
     if ours["tokenizer_sha256"] != recorded["tokenizer_sha256"]:
@@ -150,7 +150,7 @@ def check_tokenizer(info: DatasetInfo, model_dir: Path) -> None:
 
 
 def verify_checksums(info: DatasetInfo) -> None:
-    from pipelines.data.manifest import DatasetIntegrityError, verify
+    from cluster.manifest import DatasetIntegrityError, verify
 
     try:
         verify(info.path)
@@ -165,9 +165,3 @@ def read_split(info: DatasetInfo, read_blocks: int):
     ds = ray.data.read_parquet(list(info.files), override_num_blocks=read_blocks)
     return ds.select_columns(list(COLUMNS[info.split]))
 
-
-def row_key(row_sample_ids: Any) -> str:
-    """A stable identity for one row: the ids of the samples packed into it (SFT) or the pair's id (DPO)."""
-    if isinstance(row_sample_ids, str):
-        return row_sample_ids
-    return "|".join(str(x) for x in row_sample_ids)

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from cluster.hardware import choose_dtype
 from pipelines.train import checkpointing
 from pipelines.train.checkpointing import TrainState
 from pipelines.train.loop import Plan, PolicyTrainer, StepStats, metrics_row, train
@@ -58,6 +59,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     recipe = TrainRecipe.model_validate(job.recipe)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    # `dtype: auto` is decided here, on the worker's own hardware; everything below sees the concrete dtype.
+    precision = choose_dtype(recipe.model.dtype, use_gpu=recipe.scaling.use_gpu)
+    recipe = recipe.model_copy(update={"model": recipe.model.model_copy(update={"dtype": precision.dtype})})
+    if rank == 0:
+        (Path(job.run_dir) / "precision.json").write_text(
+            json.dumps({"requested": job.recipe["model"]["dtype"], "dtype": precision.dtype,
+                        "reason": precision.reason}) + "\n")
     _record_worker(Path(job.run_dir), rank)
     torch.set_num_threads(_threads(recipe))
     run_dir = Path(job.run_dir)

@@ -1,4 +1,9 @@
-"""OpenAI-compatible routes: /v1/chat/completions, /v1/completions (both with SSE streaming), /v1/models."""
+"""OpenAI-compatible routes: /v1/chat/completions, /v1/completions (both with SSE streaming), /v1/models.
+
+Responses, chunks, usage and the model list are vLLM's protocol models; the requests are vLLM's narrowed to
+what xalign serves (serving.openai_protocol). Prompts are encoded by xalign's prompt module and reach the
+engine as token ids.
+"""
 
 from __future__ import annotations
 
@@ -10,78 +15,86 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
+from vllm.entrypoints.generate.base.protocol import DeltaMessage
+from vllm.entrypoints.openai.chat_completion.protocol import (
+    ChatCompletionResponse,
+    ChatCompletionResponseChoice,
+    ChatCompletionResponseStreamChoice,
+    ChatCompletionStreamResponse,
+    ChatMessage,
+)
+from vllm.entrypoints.openai.completion.protocol import (
+    CompletionResponse,
+    CompletionResponseChoice,
+    CompletionResponseStreamChoice,
+    CompletionStreamResponse,
+)
+from vllm.entrypoints.serve.engine.protocol import ModelCard, ModelList, UsageInfo
+from vllm.exceptions import VLLMClientError
 
 from serving import errors
 from serving.context import ServerContext, deadline, engine_request_id, request_id, server
-from serving.generation import Deadline, Delta
-from serving.schemas import (
-    ChatChoice,
-    ChatChoiceMessage,
-    ChatChunkChoice,
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatDelta,
-    Completion,
-    CompletionChoice,
-    CompletionRequest,
-    ModelCard,
-    ModelList,
-    SamplingFields,
-    Usage,
-)
+from serving.generation import Delta
+from serving.openai_protocol import ChatCompletionRequest, CompletionRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=errors.RESPONSES)
+_STREAMED = {200: {"content": {"text/event-stream": {}}}}
 
 
 @router.get("/models", response_model=ModelList)
 async def models(request: Request) -> ModelList:
     gen = server(request).generator
     base = gen.base_name
-    cards = [ModelCard(id=base, created=gen.created, root=base)]
-    cards += [ModelCard(id=name, created=gen.created, root=base, parent=base) for name in gen.adapters]
-    return ModelList(data=cards)
+
+    def card(name: str, parent: str | None = None) -> ModelCard:
+        return ModelCard(id=name, created=gen.created, owned_by="xalign", root=base, parent=parent,
+                         max_model_len=gen.max_model_len)
+
+    return ModelList(data=[card(base), *(card(name, parent=base) for name in gen.adapters)])
 
 
-def _params(ctx: ServerContext, req: SamplingFields, ids: list[int], max_tokens: int | None, param: str) -> Any:
+def _params(ctx: ServerContext, req: ChatCompletionRequest | CompletionRequest, ids: list[int],
+            max_tokens: int | None, param: str) -> Any:
     if req.n > ctx.recipe.limits.max_n:
         raise errors.invalid("n", f"n: {req.n} is above the limit {ctx.recipe.limits.max_n} (limits.max_n)")
     budget = ctx.generator.output_budget(ids, max_tokens, param)
-    return ctx.generator.sampling(
-        max_tokens=budget, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, n=req.n,
-        stop=req.stop, seed=req.seed, presence_penalty=req.presence_penalty,  # type: ignore[arg-type]
-        frequency_penalty=req.frequency_penalty, repetition_penalty=req.repetition_penalty,
-        ignore_eos=req.ignore_eos, stream=req.stream,
-    )
+    try:
+        return req.to_sampling_params(budget, ctx.generator.sampling_defaults(req.ignore_eos))
+    except (VLLMClientError, ValueError) as exc:  # vLLM's own checks, e.g. n > 1 with greedy decoding
+        raise errors.from_vllm(exc, fields=type(req).model_fields) from exc
 
 
-@router.post("/chat/completions", response_model=ChatCompletion,
-             responses={200: {"content": {"text/event-stream": {}}}})
+def usage(prompt_tokens: int, completion_tokens: int) -> UsageInfo:
+    return UsageInfo(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                     total_tokens=prompt_tokens + completion_tokens)
+
+
+def _include_usage(req: ChatCompletionRequest | CompletionRequest) -> bool:
+    return bool(req.stream_options and req.stream_options.include_usage)
+
+
+@router.post("/chat/completions", response_model=ChatCompletionResponse, responses=_STREAMED)  # type: ignore[arg-type]
 async def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
     ctx = server(request)
     gen = ctx.generator
     lora = gen.lora_for(req.model)
-    messages = [{"role": m.role, "content": m.text()} for m in req.messages]
-    ids = gen.encode_chat(messages)
+    ids = gen.encode_chat(req.text_messages())
     gen.check_prompt(ids, "messages")
-    limit_param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
-    params = _params(ctx, req, ids, req.output_limit, limit_param)
+    params = _params(ctx, req, ids, *req.output_limit)
     rid, dl = engine_request_id(request), deadline(request)
     cid = f"chatcmpl-{request_id(request)}"
     if req.stream:
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return await _stream_response(request, ctx, [gen.stream(ids, params, lora, rid, dl)], dl, len(ids),
-                                      req.model, _ChatChunks(cid, req.model, include_usage, len(ids)))
+        return await _stream_response(request, ctx, [gen.stream(ids, params, lora, rid, dl)], len(ids), req.model,
+                                      _ChatChunks(cid, req.model, _include_usage(req), len(ids)))
     g = await gen.generate(ids, params, lora, rid, dl)
     ctx.metrics.count_tokens(req.model, g.prompt_tokens, g.completion_tokens)
-    usage = Usage()
-    usage.add(g.prompt_tokens, g.completion_tokens)
-    choices = [ChatChoice(index=o.index, message=ChatChoiceMessage(content=o.text), finish_reason=o.finish_reason)
-               for o in g.outputs]
-    return ChatCompletion(id=cid, model=req.model, choices=choices, usage=usage)
+    choices = [ChatCompletionResponseChoice(index=o.index, message=ChatMessage(role="assistant", content=o.text),
+                                            finish_reason=o.finish_reason) for o in g.outputs]
+    return ChatCompletionResponse(id=cid, model=req.model, choices=choices,
+                                  usage=usage(g.prompt_tokens, g.completion_tokens))
 
 
-@router.post("/completions", response_model=Completion, responses={200: {"content": {"text/event-stream": {}}}})
+@router.post("/completions", response_model=CompletionResponse, responses=_STREAMED)  # type: ignore[arg-type]
 async def completions(req: CompletionRequest, request: Request) -> Any:
     ctx = server(request)
     gen = ctx.generator
@@ -103,66 +116,66 @@ async def completions(req: CompletionRequest, request: Request) -> Any:
     cid = f"cmpl-{request_id(request)}"
     echoes = [(p if isinstance(p, str) else gen.tokenizer.decode(p)) if req.echo else "" for p in items]
     if req.stream:
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
         streams = [gen.stream(ids, sp, lora, engine_request_id(request, f"-{i}"), dl)
                    for i, (ids, sp) in enumerate(zip(encoded, params))]
         prompt_tokens = sum(len(x) for x in encoded)
-        writer = _CompletionChunks(cid, req.model, include_usage, prompt_tokens, req.n, echoes)
-        return await _stream_response(request, ctx, streams, dl, prompt_tokens, req.model, writer)
+        writer = _CompletionChunks(cid, req.model, _include_usage(req), prompt_tokens, req.n, echoes)
+        return await _stream_response(request, ctx, streams, prompt_tokens, req.model, writer)
     gens = await asyncio.gather(*(gen.generate(ids, sp, lora, engine_request_id(request, f"-{i}"), dl)
                                   for i, (ids, sp) in enumerate(zip(encoded, params))))
-    usage = Usage()
-    choices = []
-    for i, g in enumerate(gens):
-        usage.add(g.prompt_tokens, g.completion_tokens)
-        choices += [CompletionChoice(index=i * req.n + o.index, text=echoes[i] + o.text, finish_reason=o.finish_reason)
-                    for o in g.outputs]
-    ctx.metrics.count_tokens(req.model, usage.prompt_tokens, usage.completion_tokens)
-    return Completion(id=cid, model=req.model, choices=choices, usage=usage)
+    choices = [CompletionResponseChoice(index=i * req.n + o.index, text=echoes[i] + o.text,
+                                        finish_reason=o.finish_reason)
+               for i, g in enumerate(gens) for o in g.outputs]
+    total = usage(sum(g.prompt_tokens for g in gens), sum(g.completion_tokens for g in gens))
+    ctx.metrics.count_tokens(req.model, total.prompt_tokens, total.completion_tokens or 0)
+    return CompletionResponse(id=cid, model=req.model, choices=choices, usage=total)
 
 
 # ---- streaming ------------------------------------------------------------------------------------
 
 
 class _ChunkWriter:
-    """Turns engine deltas (tagged with their prompt's position) into SSE `data:` payloads."""
+    """Turns engine deltas (tagged with their prompt's position) into the JSON of SSE `data:` events. Chunks
+    are serialized as vLLM's server does (fields set, not defaults), so each choice carries its
+    finish_reason and logprobs keys, and the final usage chunk has no empty choice."""
 
     def __init__(self, cid: str, model: str, include_usage: bool, prompt_tokens: int) -> None:
         self.cid, self.model, self.include_usage, self.prompt_tokens = cid, model, include_usage, prompt_tokens
         self.created = int(time.time())
         self.opened: set[int] = set()
 
-    def delta(self, source: int, d: Delta) -> list[dict]:
+    def chunk(self, choices: list[Any], usage: UsageInfo | None = None) -> str:
         raise NotImplementedError
 
-    def usage_chunk(self, usage: Usage) -> dict:
+    def delta(self, source: int, d: Delta) -> list[str]:
         raise NotImplementedError
 
-    def end(self, completion_tokens: int) -> list[dict]:
-        if not self.include_usage:
-            return []
-        u = Usage()
-        u.add(self.prompt_tokens, completion_tokens)
-        return [self.usage_chunk(u)]
+    def end(self, completion_tokens: int) -> list[str]:
+        return [self.chunk([], usage(self.prompt_tokens, completion_tokens))] if self.include_usage else []
 
 
 class _ChatChunks(_ChunkWriter):
-    def chunk(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> dict:
-        c = ChatCompletionChunk(id=self.cid, created=self.created, model=self.model, choices=choices, usage=usage)
-        return c.model_dump(exclude={"usage"} if usage is None else set())
+    def chunk(self, choices: list[Any], usage: UsageInfo | None = None) -> str:
+        c = ChatCompletionStreamResponse(id=self.cid, object="chat.completion.chunk", created=self.created,
+                                         model=self.model, choices=choices)
+        if usage is not None:
+            c.usage = usage
+        return c.model_dump_json(exclude_unset=True)
 
-    def delta(self, source: int, d: Delta) -> list[dict]:
+    def delta(self, source: int, d: Delta) -> list[str]:
         out = []
+
+        def choice(delta: DeltaMessage, finish_reason: str | None = None) -> ChatCompletionResponseStreamChoice:
+            return ChatCompletionResponseStreamChoice(index=d.index, delta=delta, logprobs=None,
+                                                      finish_reason=finish_reason)
+
         if d.index not in self.opened:  # OpenAI opens each choice with the role
             self.opened.add(d.index)
-            out.append(self.chunk([ChatChunkChoice(index=d.index, delta=ChatDelta(role="assistant", content=""))]))
+            out.append(self.chunk([choice(DeltaMessage(role="assistant", content=""))]))
         if d.text or d.finish_reason:
-            out.append(self.chunk([ChatChunkChoice(index=d.index, delta=ChatDelta(content=d.text or None),
-                                                   finish_reason=d.finish_reason)]))
+            delta = DeltaMessage(content=d.text) if d.text else DeltaMessage()
+            out.append(self.chunk([choice(delta, d.finish_reason)]))
         return out
-
-    def usage_chunk(self, usage: Usage) -> dict:
-        return self.chunk([], usage)
 
 
 class _CompletionChunks(_ChunkWriter):
@@ -171,11 +184,14 @@ class _CompletionChunks(_ChunkWriter):
         super().__init__(cid, model, include_usage, prompt_tokens)
         self.n, self.echoes = n, echoes
 
-    def chunk(self, choices: list[CompletionChoice], usage: Usage | None = None) -> dict:
-        c = Completion(id=self.cid, created=self.created, model=self.model, choices=choices, usage=usage)
-        return c.model_dump(exclude={"usage"} if usage is None else set())
+    def chunk(self, choices: list[Any], usage: UsageInfo | None = None) -> str:
+        c = CompletionStreamResponse(id=self.cid, object="text_completion", created=self.created, model=self.model,
+                                     choices=choices)
+        if usage is not None:
+            c.usage = usage
+        return c.model_dump_json(exclude_unset=True)
 
-    def delta(self, source: int, d: Delta) -> list[dict]:
+    def delta(self, source: int, d: Delta) -> list[str]:
         index = source * self.n + d.index
         text = d.text
         if index not in self.opened:
@@ -183,10 +199,8 @@ class _CompletionChunks(_ChunkWriter):
             text = self.echoes[source] + text
         if not text and not d.finish_reason:
             return []
-        return [self.chunk([CompletionChoice(index=index, text=text, finish_reason=d.finish_reason)])]
-
-    def usage_chunk(self, usage: Usage) -> dict:
-        return self.chunk([], usage)
+        return [self.chunk([CompletionResponseStreamChoice(index=index, text=text, logprobs=None,
+                                                           finish_reason=d.finish_reason)])]
 
 
 async def _merge(streams: list[AsyncIterator[Delta]]) -> AsyncIterator[tuple[int, Delta]]:
@@ -223,12 +237,11 @@ async def _merge(streams: list[AsyncIterator[Delta]]) -> AsyncIterator[tuple[int
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _sse(payload: dict | str) -> bytes:
-    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+def _sse(data: str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-async def _stream_response(request: Request, ctx: ServerContext, streams: list[AsyncIterator[Delta]], dl: Deadline,
+async def _stream_response(request: Request, ctx: ServerContext, streams: list[AsyncIterator[Delta]],
                            prompt_tokens: int, model: str, writer: _ChunkWriter) -> StreamingResponse:
     """Start the engine before answering, so a failure at the first token is a proper 4xx/5xx status;
     later failures arrive as a final `data: {"error": ...}` event (the status line is already sent)."""
@@ -258,7 +271,8 @@ async def _stream_response(request: Request, ctx: ServerContext, streams: list[A
             for chunk in writer.end(tokens):
                 yield _sse(chunk)
         except errors.APIError as exc:
-            yield _sse({"error": exc.body().model_dump(exclude_none=True), "request_id": rid})
+            error = {"error": exc.body().model_dump(exclude_none=True), "request_id": rid}
+            yield _sse(json.dumps(error, ensure_ascii=False, separators=(",", ":")))
         finally:
             await merged.aclose()
             ctx.metrics.count_tokens(model, prompt_tokens, tokens)

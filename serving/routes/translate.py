@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from pipelines import languages
+from cluster import languages
 from serving import errors
 from serving.context import deadline, request_id, server
-from serving.schemas import ChatMessage, ErrorResponse, SessionView, TranslateRequest, TranslateResponse
+from serving.translate_schemas import SessionView, TextMessage, TranslateRequest, TranslateResponse
 
 router = APIRouter(prefix="/v1", tags=["translation"], responses=errors.RESPONSES)
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (401, 404, 413, 422, 500, 503, 504)}
+_ERRORS = {code: {"model": errors.ErrorResponse} for code in (401, 404, 413, 422, 500, 503, 504)}
 
 
 @router.post("/translate", response_model=TranslateResponse, responses=_ERRORS)  # type: ignore[arg-type]
@@ -24,7 +24,7 @@ async def translate(req: TranslateRequest, request: Request) -> TranslateRespons
 async def get_session(session_id: str, request: Request) -> SessionView:
     s = await server(request).sessions.call("get", session_id)
     return SessionView(session_id=s["session_id"], model=s["model"], source_lang=s["source_lang"],
-                       target_lang=s["target_lang"], messages=[ChatMessage(**m) for m in s["messages"]],
+                       target_lang=s["target_lang"], messages=[TextMessage(**m) for m in s["messages"]],
                        turns=s["turns"], expires_in_s=s["expires_in_s"])
 
 

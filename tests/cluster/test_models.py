@@ -6,8 +6,7 @@ import torch
 from tokenizer_checks import assert_same_ids_as_transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cluster import models
-from pipelines import prompts
+from cluster import models, prompts
 
 
 def test_local_folder_and_errors(tmp_path, tiny_model):

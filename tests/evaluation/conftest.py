@@ -39,7 +39,7 @@ def chatty_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="session")
 def tiny_comet(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cluster.doctor import comet_python
+    from cluster.locations import comet_python
 
     py = comet_python()
     if not py.exists():

@@ -1,9 +1,9 @@
 import pytest
 
-from cluster.cli import build_parser, main
 from cluster.config import RecipeError, load_recipe
-from evaluation.cli import build_recipe, find_suite
 from evaluation.recipe import EvalRecipe
+from xalign.cli import build_parser, main
+from xalign.commands.evaluate import build_recipe, find_suite, hyp_system
 
 
 def _args(*argv):
@@ -20,8 +20,35 @@ def test_suite_names_and_flags_become_recipe_keys(tmp_path):
     assert r.output_dir == "o" and r.limit == 2
     r = build_recipe(_args("--suite", "flores200-demo", "--prompt", "few_shot", "--resume", "run-7"))
     assert r.generation.prompt == "few_shot" and r.run_id == "run-7" and r.resume is True
-    # With --hyp-dir, --model names the system instead of choosing an engine model.
-    assert build_recipe(_args("--suite", "wmt22-systems", "--hyp-dir", "x", "--model", "m")).engine.model == "default"
+    # With --hyp-dir, engine.model (--model) names the model that wrote the files: the system's name.
+    args = _args("--suite", "wmt22-systems", "--hyp-dir", "x", "--model", "m")
+    assert build_recipe(args).engine.model == "m" and hyp_system(args) == "m"
+    assert hyp_system(_args("--suite", "wmt22-systems", "--hyp-dir", "x", "engine.model=sys-b")) == "sys-b"
+    assert hyp_system(_args("--suite", "wmt22-systems", "--hyp-dir", "x")) is None  # the folder's name
+
+
+def test_flags_are_spellings_of_override_keys():
+    """A flag is exactly its key's override: the same value either way, and both at once is an error naming the key
+    (whichever comes first), so neither silently wins."""
+    by_flag = build_recipe(_args("--suite", "flores200-quick", "--model", "007", "--prompt", "few_shot"))
+    by_key = build_recipe(_args("--suite", "flores200-quick", "engine.model='007'", "generation.prompt=few_shot"))
+    assert by_flag == by_key and by_flag.engine.model == "007"  # a flag's value stays a string
+    for argv in (["--model", "a", "engine.model=b"], ["engine.model=b", "--model", "a"], ["--model", "a", "engine={}"],
+                 ["--resume", "r1", "resume=false"]):
+        with pytest.raises(RecipeError, match=r"(engine\.model|engine|resume): given twice"):
+            build_recipe(_args("--suite", "flores200-quick", *argv))
+    with pytest.raises(RecipeError, match=r"endpoint\.api: Input should be 'chat' or 'translate'"):
+        build_recipe(_args("--suite", "flores200-quick", "endpoint.api=rest"))
+
+
+def test_compare_is_a_sub_command():
+    args = _args("compare", "run-a", "run-b", "--samples", "50")
+    assert (args.action, args.run_a, args.run_b, args.samples, args.output) == (
+        "compare", "run-a", "run-b", 50, "outputs/reports")
+    run = _args("--suite", "flores200-quick", "limit=2")  # the default sub-command
+    assert run.action == "run" and run.overrides == ["limit=2"]
+    assert _args("run", "--suite", "flores200-quick").recipe == "flores200-quick"
+    assert main(["evaluate", "compare", "only-one"]) == 2  # argparse: RUN_B is missing
 
 
 def test_recipe_errors_name_the_key():

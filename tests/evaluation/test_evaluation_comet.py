@@ -7,11 +7,11 @@ import subprocess
 
 import pytest
 
-from cluster.doctor import comet_python
+from cluster.locations import comet_python
 from evaluation.directions import Direction
-from evaluation.metrics import get_metric
 from evaluation.metrics.base import MetricInput
 from evaluation.metrics.comet import Comet, CometError
+from evaluation.metrics.registry import get_metric
 from evaluation.recipe import MetricsSettings
 
 pytestmark = pytest.mark.slow
@@ -70,8 +70,8 @@ def test_checkpoint_errors_name_the_path(tmp_path):
 
 def test_comet_in_a_scored_run(tiny_comet, cluster, tmp_path):
     """`--comet-model` through the runner: COMET scores sit beside the sacrebleu ones in rows and generations."""
-    from cluster.cli import main
     from evaluation.outputs import find_run, read_generations, read_scores
+    from xalign.cli import main
 
     hyps = tmp_path / "hyps"
     hyps.mkdir()

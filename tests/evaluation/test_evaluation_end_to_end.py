@@ -13,11 +13,12 @@ import time
 import httpx
 import pytest
 
-from cluster.cli import main
+from cluster import prompts
+from cluster.engine import EngineSettings, engine_dtype
 from cluster.local_cluster import free_port
 from evaluation.generation.requests import prompt_text
 from evaluation.outputs import find_run, read_generations, read_scores
-from pipelines import prompts
+from xalign.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -47,10 +48,12 @@ def export(chatty_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def openai_server(export):
     port = free_port()
+    # The same precision xalign's engine picks on this host (`dtype: auto`), so both paths decode alike.
+    dtype = engine_dtype(EngineSettings()).dtype
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(export), "--host", "127.0.0.1",
-         "--port", str(port), "--dtype", "bfloat16", "--max-model-len", "512", "--enforce-eager",
+         "--port", str(port), "--dtype", dtype, "--max-model-len", "512", "--enforce-eager",
          "--distributed-executor-backend", "uni"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
@@ -126,15 +129,18 @@ def test_few_shot_prompt_through_ray_data_vllm(export, tmp_path):
     """The base-model reference point: plain few-shot text, examples held out of the scored segments."""
     from transformers import AutoTokenizer
 
+    from cluster.config import load_recipe
     from cluster.locations import data_root
     from evaluation.directions import Direction
     from evaluation.loaders import open_test_set
+    from evaluation.recipe import EvalRecipe
     from evaluation.runner import evaluate_model
 
-    # The Python entry point the demo uses (suite eval-flores200-demo, chosen directions).
+    # The Python entry point (a suite aimed at a model on chosen directions, as the demo aims its suite).
+    suite = load_recipe(EvalRecipe, "eval-flores200-demo",
+                        ["generation.max_tokens=12", "engine.max_model_len=512", "generation.shots=2"])
     run, doc = evaluate_model(export, ["en->de", "de-en"], limit=3, prompt="few_shot", output_dir=tmp_path,
-                              run_id="fewshot", overrides=["generation.max_tokens=12", "engine.max_model_len=512",
-                                                           "generation.shots=2"])
+                              run_id="fewshot", suite=suite)
     assert run.root == tmp_path / "fewshot" and doc == read_scores(run)
     assert doc["run"]["prompt"] == "few_shot" and doc["run"]["directions"] == ["en-de", "de-en"]
     assert doc["run"]["metrics"] == ["bleu", "chrf", "off_target"]

@@ -25,7 +25,7 @@ N = 10  # segments per direction; batch_size 2 leaves batches in flight when a d
 
 
 def _argv(model: Path, out: Path, address: str) -> list[str]:
-    return [sys.executable, "-m", "cluster.cli", "evaluate", "--suite", "flores200-quick", "--model", str(model),
+    return [sys.executable, "-m", "xalign.cli", "evaluate", "--suite", "flores200-quick", "--model", str(model),
             "--output", str(out), "--address", address, f"limit={N}", "languages=[de, zh]",
             "generation.batch_size=2", "generation.max_tokens=24", "engine.max_model_len=512"]
 

@@ -7,9 +7,9 @@ import pytest
 from cluster.locations import data_root
 from evaluation.directions import Direction
 from evaluation.loaders import read_lines
-from evaluation.metrics import METRICS, get_metric
 from evaluation.metrics.base import MetricInput
 from evaluation.metrics.bleu import auto_tokenizer
+from evaluation.metrics.registry import METRICS, get_metric
 from evaluation.recipe import MetricsSettings
 
 EN_DE = Direction.parse("en-de")

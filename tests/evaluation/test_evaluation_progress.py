@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from cluster import prompts
 from cluster.config import RecipeError, load_recipe
 from cluster.locations import data_root
 from evaluation.directions import Direction
@@ -12,7 +13,6 @@ from evaluation.loaders import open_test_set
 from evaluation.outputs import RunDir
 from evaluation.progress import Progress, ResumeError
 from evaluation.recipe import EvalRecipe
-from pipelines import prompts
 
 FLORES = data_root() / "flores200" / "dev_subset510"
 

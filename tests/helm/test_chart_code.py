@@ -15,8 +15,9 @@ import pytest
 import yaml
 from helm_render import VALUE_SETS, Helm
 
-from cluster.cli import build_parser
-from cluster.config import RecipeError, find_recipe, load_any
+from cluster.config import RecipeError, find_recipe
+from xalign.cli import build_parser
+from xalign.recipes import load_any
 
 
 def _rayjobs(helm: Helm) -> list[tuple[str, dict[str, Any]]]:
@@ -38,10 +39,7 @@ def _parse(argv: list[str]) -> argparse.Namespace | str:
 
 def _recipe_and_overrides(args: argparse.Namespace) -> tuple[str, list[str]]:
     """The recipe a parsed command names and its `key=value` overrides (evaluate's `--suite` is its recipe)."""
-    overrides = getattr(args, "overrides", None)
-    if overrides is None:
-        overrides = args.args  # `xalign evaluate` names its positional overrides `args`
-    return args.recipe, list(overrides)
+    return args.recipe, list(args.overrides)
 
 
 def test_rayjob_entrypoints_parse_with_the_xalign_cli(helm: Helm) -> None:
@@ -155,9 +153,8 @@ def test_serve_import_path_builds_the_real_app(helm: Helm, name: str) -> None:
 
 def test_serve_config_matches_the_serving_app(helm: Helm) -> None:
     """The chart's serveConfigV2 agrees with serving.serve_config, the serving app's own generator."""
-    from serving.app import ENGINE_DEPLOYMENT
     from serving.recipe import from_args
-    from serving.serve_config import IMPORT_PATH, serve_config
+    from serving.serve_config import ENGINE_DEPLOYMENT, IMPORT_PATH, serve_config
 
     config = yaml.safe_load(helm.render("ci").one("RayService")["spec"]["serveConfigV2"])
     (app,) = config["applications"]

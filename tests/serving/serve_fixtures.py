@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pipelines import prompts
+from cluster import prompts
 
 FOX = "The quick brown fox jumps over the lazy dog."
 DE = "Der schnelle braune Fuchs springt über den faulen Hund."

@@ -85,6 +85,11 @@ def test_openapi_published(main_app: str):
     spec = httpx.get(f"{main_app}/openapi.json", timeout=30).json()
     for path in ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/translate", "/healthz"):
         assert path in spec["paths"]
+    # The OpenAI requests are vLLM's, published with only the fields served.
+    chat = spec["components"]["schemas"]["ChatCompletionRequest"]
+    assert chat["additionalProperties"] is False and set(chat["required"]) == {"model", "messages"}
+    assert {"messages", "max_completion_tokens", "stream_options"} <= set(chat["properties"])
+    assert not {"tools", "response_format", "use_beam_search", "prompt_logprobs"} & set(chat["properties"])
 
 
 # ---- chat and completions -------------------------------------------------------------------------
@@ -155,7 +160,7 @@ def test_completions_token_ids_and_echo(client: httpx.Client):
 
 
 def test_adapter_changes_the_answer(client: httpx.Client):
-    from pipelines import prompts
+    from cluster import prompts
 
     messages = prompts.translation_messages("eng_Latn", "jpn_Jpan", FOX)
     base = client.post("/v1/chat/completions", json={"model": "tiny", "messages": messages, "max_tokens": 40})
@@ -309,6 +314,25 @@ def test_languages_table(client: httpx.Client):
                               "stop": ["a", "b", "c", "d", "e"]}, 422, "stop"),
     ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
                               "tools": [{"type": "function"}]}, 422, "tools"),
+    # Fields vLLM's protocol knows but xalign does not serve are refused by name, not ignored.
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
+                              "use_beam_search": True}, 422, "use_beam_search"),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
+                              "response_format": {"type": "json_object"}}, 422, "response_format"),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "assistant", "content": "hi",
+                                                             "tool_calls": []}]}, 422, "messages[0].tool_calls"),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+                              "stream_options": {"continuous_usage_stats": True}}, 422,
+     "stream_options.continuous_usage_stats"),
+    # vLLM's own checks: in its request model, and when it builds the sampling parameters.
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
+                              "stream_options": {"include_usage": True}}, 422, "stream_options"),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 2,
+                              "temperature": 0}, 422, "n"),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stop": [""]},
+     422, "stop"),
+    ("/v1/completions", {"model": "tiny", "prompt": "hi", "logprobs": 1}, 422, "logprobs"),
+    ("/v1/completions", {"model": "tiny", "prompt": "hi", "suffix": "!"}, 422, "suffix"),
     ("/v1/completions", {"model": "tiny", "prompt": []}, 422, "prompt"),
     ("/v1/completions", {"model": "tiny", "prompt": ["a"] * 9}, 413, "prompt"),
     ("/v1/completions", {"model": "tiny", "prompt": [1, 2, 10**7]}, 422, "prompt"),

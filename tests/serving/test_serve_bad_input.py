@@ -92,7 +92,7 @@ def test_control_characters_are_translated_or_refused(client: httpx.Client):
 def test_prompt_injection_is_translated_not_obeyed(client: httpx.Client):
     """The injected text is the material to translate: the answer has the translation shape, the prompt holds the
     text verbatim inside xalign's translation instruction, and no system turn was smuggled in."""
-    from pipelines import prompts
+    from cluster import prompts
 
     r = client.post("/v1/translate", json={"text": INJECTION, "source_lang": "en", "target_lang": "de",
                                            "max_tokens": 16})

@@ -14,7 +14,7 @@ import openai
 import pytest
 from serve_fixtures import DE, FOX
 
-from pipelines import prompts
+from cluster import prompts
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +71,7 @@ def test_errors_are_client_exceptions(oai: openai.OpenAI, main_app: str):
 
 def test_translate_cli(main_app: str, api_key: str):
     env = {**os.environ, "XALIGN_API_KEY": api_key}
-    cmd = [sys.executable, "-m", "cluster.cli", "translate", "--endpoint", main_app, "--to", "fr", "--from", "en",
+    cmd = [sys.executable, "-m", "xalign.cli", "translate", "--endpoint", main_app, "--to", "fr", "--from", "en",
            "--model", "parrot", "--json", FOX]
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr + out.stdout

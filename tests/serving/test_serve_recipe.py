@@ -12,10 +12,11 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from cluster.config import RecipeError, load_any
-from serving.recipe import ServeRecipe, from_args, load_serve_recipe, parse_adapters
+from cluster.config import RecipeError
+from serving.recipe import ServeRecipe, from_args, load_serve_recipe
 from serving.serve_config import IMPORT_PATH, serve_config, serve_config_yaml
 from serving.sessions import SessionError, SessionStore
+from xalign.recipes import load_any
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,15 +32,23 @@ def test_serve_recipes_validate(name: str):
     assert recipe.auth.api_key_env == "XALIGN_API_KEY"
 
 
-def test_overrides_and_adapter_shortcuts(tmp_path: Path):
-    r = from_args({"recipe": "serve-tiny", "model": str(tmp_path), "adapters": "de=a/de,fr=a/fr",
-                   "limits.max_batch_items": "4"})
-    assert r.engine.model == str(tmp_path) and r.limits.max_batch_items == 4
+def test_serve_app_args_are_a_recipe_and_overrides(tmp_path: Path):
+    """The Serve application's args: a recipe (name or inline mapping) plus `key=value` overrides, the CLI's
+    grammar; nothing else is accepted."""
+    r = from_args({"recipe": "serve-tiny", "overrides": [f"engine.model={tmp_path}", "adapters.de=a/de",
+                                                         "adapters.fr=a/fr", "limits.max_batch_items=4"]})
+    assert r == load_serve_recipe("serve-tiny", [f"engine.model={tmp_path}", "adapters={de: a/de, fr: a/fr}",
+                                                 "limits.max_batch_items=4"])
     assert r.adapters == {"de": "a/de", "fr": "a/fr"} and r.engine.enable_lora  # adapters imply LoRA
     assert r.base_model_name == tmp_path.name
-    assert parse_adapters(["x=1", "y=2"]) == {"x": "1", "y": "2"}
-    with pytest.raises(RecipeError, match="adapters"):
-        from_args({"recipe": "serve-tiny", "adapters": "no-equals-sign"})
+    inline = from_args({"recipe": r.model_dump(mode="json"), "overrides": ["http.port=8123"]})
+    assert inline.http.port == 8123 and inline.adapters == r.adapters
+    assert from_args({}) == ServeRecipe()  # no recipe: the model's defaults
+    for args, key in (({"recipe": "serve-tiny", "model": "x"}, "model"),
+                      ({"recipe": "serve-tiny", "overrides": "http.port=1"}, "overrides"),
+                      ({"recipe": {"kind": "serve", "engine": {"modle": "x"}}}, r"engine\.modle")):
+        with pytest.raises(RecipeError, match=key):
+            from_args(args)
 
 
 @pytest.mark.parametrize(("override", "field"), [
@@ -69,13 +78,19 @@ def test_serve_config_is_a_rayservice_serve_config_v2():
 
 
 def test_cli_print_config():
-    out = subprocess.run([sys.executable, "-m", "cluster.cli", "serve", "--recipe", "serve-tiny", "--print-config",
+    out = subprocess.run([sys.executable, "-m", "xalign.cli", "serve", "--recipe", "serve-tiny", "--print-config",
                           "--adapter", "de=some/adapter", "http.port=8123"], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     cfg = yaml.safe_load(out.stdout)
     assert cfg["http_options"]["port"] == 8123
-    assert cfg["applications"][0]["args"]["adapters"] == {"de": "some/adapter"}
+    assert cfg["applications"][0]["args"]["recipe"]["adapters"] == {"de": "some/adapter"}
+    # --adapter NAME=PATH is the override adapters.NAME=PATH; giving one key both ways is refused, naming it.
+    for argv in (["--adapter", "de=a", "adapters.de=b"], ["--port", "1", "http.port=2"], ["--model", "m", "engine={}"]):
+        out = subprocess.run([sys.executable, "-m", "xalign.cli", "serve", "--recipe", "serve-tiny", "--print-config",
+                              *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and "given twice" in out.stdout, out.stdout + out.stderr
+        assert argv[-1].split("=")[0].split(".")[0] in out.stdout
 
 
 # ---- sessions -----------------------------------------------------------------------------------------------
@@ -172,12 +187,12 @@ def test_cors_off_by_default_and_on_when_configured():
 
 
 def test_served_checkpoint_must_carry_xalign_template(tiny_model: Path, tmp_path: Path):
-    """Prompts are encoded by pipelines.prompts; a checkpoint exported with another template is refused."""
+    """Prompts are encoded by cluster.prompts; a checkpoint exported with another template is refused."""
     import shutil
 
     from transformers import AutoTokenizer
 
-    from pipelines import prompts
+    from cluster import prompts
     from serving.generation import TemplateMismatchError, check_chat_template, stop_token_ids
 
     tok = AutoTokenizer.from_pretrained(tiny_model)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines import prompts
+from cluster import prompts
 from pipelines.data.inventory import SourceInfo
 from pipelines.data.recipe import PrepareRecipe
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from itertools import permutations
 
-from pipelines import languages
+from cluster import languages
 from pipelines.data import readers, seeding
 from pipelines.data.builders.context import BuildContext, Unit, turn
 from pipelines.data.recipe import CrosslingualBuilder
 from pipelines.data.schema import new_record, reject
 
-# How the request names the answer language; the language name comes from `pipelines.languages`.
+# How the request names the answer language; the language name comes from `cluster.languages`.
 DIRECTIVES: tuple[str, ...] = (
     "{instruction}\n\nAnswer in {lang}.",
     "{instruction}\n\nPlease write your answer in {lang}.",

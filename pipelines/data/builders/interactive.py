@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pipelines import prompts
+from cluster import prompts
 from pipelines.data import seeding
 from pipelines.data.builders.context import BuildContext, Unit, template_pool, turn
 from pipelines.data.builders.parallel_text import ParallelRow, read_rows

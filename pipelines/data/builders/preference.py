@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pipelines import languages, prompts
+from cluster import languages, prompts
 from pipelines.data import readers, seeding
 from pipelines.data.builders.context import BuildContext, Unit, template_pool, translation_pairs, turn
 from pipelines.data.builders.crosslingual import aligned_versions

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pipelines import prompts
+from cluster import prompts
 from pipelines.data import seeding
 from pipelines.data.builders.context import BuildContext, Unit, template_pool, translation_pairs, turn
 from pipelines.data.builders.parallel_text import read_rows

@@ -1,4 +1,4 @@
-"""Language ID per field against the declared language, through `pipelines.langid`.
+"""Language ID per field against the declared language, through `cluster.langid`.
 
 A field fails only when the identifier confidently names another language (`min_confidence`): short
 answers, lists and code are often misjudged, and texts too short to judge pass. A preference pair's
@@ -7,7 +7,7 @@ off-target answer must in turn not be in the target language, or the pair teache
 
 from __future__ import annotations
 
-from pipelines import langid
+from cluster import langid
 from pipelines.data.recipe import LangIdFilter
 
 

@@ -2,7 +2,7 @@
 
 import json
 
-from pipelines.languages import get
+from cluster.languages import get
 
 
 def test_aligned_items_cross_languages(build_records, alpaca):

@@ -1,6 +1,6 @@
 """Builder 3: interactive (multi-turn) translation from multi-way parallel text (BayLing)."""
 
-from pipelines import prompts
+from cluster import prompts
 
 
 def test_conversations_retarget_into_new_languages(build_records, ntrex):

@@ -2,8 +2,8 @@
 
 from collections import Counter
 
-from pipelines import prompts
-from pipelines.languages import get
+from cluster import prompts
+from cluster.languages import get
 
 
 def test_pairs_directions_and_templates(build_records, ntrex):

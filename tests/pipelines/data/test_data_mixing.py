@@ -51,16 +51,21 @@ def test_upsampling_is_reported_and_empty_builders_fail():
 
 
 def test_select_group_exact_counts_repeats_and_seed():
-    rows = [{"sample_id": f"s{i:03d}", "builder": "b", "lang": "x", "input_ids": [1], "labels": [1],
-             "num_tokens": 1} for i in range(40)]
-    small = mixing.select_group(rows, 15, seed=0, num_shards=4)
+    rows = [new_record(sample_id=f"s{i:03d}", kind="sft", builder="b", lang="x", input_ids=[1], labels=[1],
+                       num_tokens=1) for i in range(40)]
+
+    def select(target: int, seed: int = 0, order: list[dict] = rows) -> list[dict]:
+        return mixing.select_group(to_table(order), target, seed=seed, num_shards=4).to_pylist()
+
+    small = select(15)
     assert len(small) == 15 and len({r["sample_id"] for r in small}) == 15
-    assert small == mixing.select_group(list(reversed(rows)), 15, seed=0, num_shards=4)  # order-free
-    assert {r["sample_id"] for r in small} != {r["sample_id"] for r in mixing.select_group(rows, 15, 1, 4)}
-    big = mixing.select_group(rows, 100, seed=0, num_shards=4)
+    assert small == select(15, order=list(reversed(rows)))  # order-free
+    assert {r["sample_id"] for r in small} != {r["sample_id"] for r in select(15, seed=1)}
+    big = select(100)
     copies = Counter(r["sample_id"].split("#")[0] for r in big)
     assert len(big) == 100 and set(copies.values()) == {2, 3}  # two full passes, then 20 more
     assert {r["shard"] for r in big} == {0, 1, 2, 3} and all(r["order_key"] >= 0 for r in big)
+    assert select(0) == [] and mixing.select_group(to_table([]), 5, 0, 4).num_rows == 0
 
 
 def test_largest_remainder():
@@ -84,8 +89,8 @@ def test_block_candidates_hold_every_pick_of_the_whole_group():
     from those candidates equal the picks from the whole group, for trimmed and repeated groups alike."""
     import pyarrow as pa
 
-    from pipelines.data.prepare import mix_candidates, select_group
-    from pipelines.data.schema import RECORD_SCHEMA, new_record, to_table
+    from pipelines.data.schema import RECORD_SCHEMA
+    from pipelines.data.stages import mix_candidates, select
 
     def record(builder: str, lang: str, i: int, kind: str = "sft", reason: str | None = None) -> dict:
         return new_record(sample_id=f"{builder}/{lang}/{i:04d}", kind=kind, builder=builder, lang=lang,
@@ -110,8 +115,8 @@ def test_block_candidates_hold_every_pick_of_the_whole_group():
         if not target:
             continue
         mine = candidates.filter(pa.compute.equal(candidates["group"], group))
-        whole = [dict(r, group=group) for r in rows if mixing.group_key(r["builder"], r["lang"]) == group
-                 and r["kind"] == "sft" and r["reject_reason"] is None]
-        expected = mixing.select_group(whole, target, seed=3, num_shards=2)
-        got = select_group(mine, targets, seed=3, num_shards=2).to_pylist()
-        assert [r["sample_id"] for r in got] == [r["sample_id"] for r in expected] and len(got) == target
+        whole = to_table([r for r in rows if mixing.group_key(r["builder"], r["lang"]) == group
+                          and r["kind"] == "sft" and r["reject_reason"] is None])
+        expected = mixing.select_group(whole, target, seed=3, num_shards=2).to_pylist()
+        got = select(mine, targets, seed=3, num_shards=2).to_pylist()
+        assert got == expected and len(got) == target

@@ -11,13 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from cluster import manifest, prompts
 from cluster.config import validate
-from pipelines import prompts
-from pipelines.data import manifest
+from cluster.tokenizer import load_tokenizer
 from pipelines.data.prepare import run_prepare
 from pipelines.data.recipe import PrepareRecipe
 from pipelines.data.reference import run_reference
-from pipelines.data.tokenization import load_tokenizer
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
@@ -101,7 +100,7 @@ def test_preference_pairs(prepared: Path, tiny_model):
 def test_same_inputs_and_recipe_give_identical_bytes(prepared: Path, data_ray, tiny_model, small_recipe, tmp_path,
                                                      capsys):
     """Another Ray run through the CLI with different scheduling settings, and the single-process reference."""
-    from cluster.cli import main
+    from xalign.cli import main
 
     recipe = small_recipe(str(tiny_model), str(tmp_path / "again"))
     path = tmp_path / "small.yaml"

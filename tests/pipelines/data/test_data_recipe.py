@@ -2,8 +2,9 @@
 
 import pytest
 
-from cluster.config import RecipeError, load_any, load_recipe, validate
+from cluster.config import RecipeError, load_recipe, validate
 from pipelines.data.recipe import PrepareRecipe
+from xalign.recipes import load_any
 
 SHIPPED = ("bayling2-mini", "bayling2-mini-noxling", "xllama-mini", "xllms100-mini")
 

@@ -1,4 +1,4 @@
-"""Tokenization through pipelines.prompts: template round trip, label masking, preference ids, length."""
+"""Tokenization through cluster.prompts: template round trip, label masking, preference ids, length."""
 
 import json
 
@@ -6,9 +6,10 @@ import pytest
 from tokenizer_checks import assert_same_ids_as_transformers
 from transformers import AutoTokenizer
 
-from pipelines import prompts
+from cluster import prompts
+from cluster.tokenizer import load_tokenizer, tokenizer_identity
 from pipelines.data.schema import new_record, to_table
-from pipelines.data.tokenization import load_tokenizer, tokenize_rows, tokenize_table, tokenizer_identity
+from pipelines.data.tokenization import tokenize_rows, tokenize_table
 
 CONV = [{"role": "user", "content": prompts.translation_instruction("en", "de", "Good morning!")},
         {"role": "assistant", "content": "Guten Morgen!"},

@@ -182,7 +182,7 @@ def test_lora_trainable_tokens_change_only_their_rows_in_the_merged_export(lora_
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pipelines import prompts
+    from cluster import prompts
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     marked = [tok.convert_tokens_to_ids(t) for t in ("<start_of_turn>", prompts.END)]
@@ -212,7 +212,7 @@ def test_dpo_reward_margin_increases(dpo_run):
 
 
 def _prompts(tok) -> list[list[int]]:
-    from pipelines import prompts
+    from cluster import prompts
 
     texts = ["The weather is nice today.", "Where is the train station?", "I like to read books."]
     return [prompts.encode_prompt(tok, prompts.translation_messages("eng_Latn", "deu_Latn", t)) for t in texts]
@@ -233,7 +233,7 @@ def _hf_greedy(model_dir: Path, prompt_ids: list[list[int]], n: int) -> list[tup
 
 
 def _vllm_greedy(model_dir: Path, prompt_ids, n: int, adapter: Path | None = None):
-    from serving.engine import EngineSettings, configure_process_env, engine_kwargs
+    from cluster.engine import EngineSettings, configure_process_env, engine_kwargs
 
     settings = EngineSettings(model=str(model_dir), dtype="float32", max_model_len=256, max_num_seqs=4,
                               kv_cache_gib=0.25, enable_lora=adapter is not None, max_lora_rank=8)
@@ -264,7 +264,7 @@ def _same_generation(a, b) -> None:
 def test_export_serves_identically_in_transformers_and_vllm(kind, tiny_model, monkeypatch, request):
     from transformers import AutoTokenizer
 
-    from pipelines import prompts
+    from cluster import prompts
 
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     run = request.getfixturevalue("sft_run" if kind == "full" else "lora_run")

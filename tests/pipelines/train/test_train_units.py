@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from cluster.config import RecipeError, load_any, load_recipe
+from cluster.config import RecipeError, load_recipe
 from pipelines.train import checkpointing, ds_config, shards
 from pipelines.train.collate import IGNORE, collate_dpo, collate_sft
 from pipelines.train.dpo import dpo_loss
@@ -21,6 +21,7 @@ from pipelines.train.loop import Plan
 from pipelines.train.metrics import MetricsLogger, read_metrics, train_flops_per_token
 from pipelines.train.recipe import TrainRecipe
 from pipelines.train.run import _resume_recipe
+from xalign.recipes import load_any
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -181,7 +182,7 @@ def test_dataset_contract_errors_name_file_and_column(tmp_path):
 
 def test_dataset_from_another_tokenizer_is_refused(tiny_model, tmp_path):
     from cluster.tiny_model import build_tiny_model
-    from pipelines.data.tokenization import tokenizer_identity
+    from cluster.tokenizer import tokenizer_identity
 
     ints = pa.array([[1, 2]], pa.list_(pa.int32()))
     _write_shard(tmp_path / "data" / "sft" / "part-00000.parquet",
@@ -238,7 +239,7 @@ def test_resume_refuses_a_different_recipe(tmp_path):
 
 
 def test_cli_errors_before_any_run_folder(tmp_path, capsys):
-    from cluster.cli import main
+    from xalign.cli import main
 
     def printed() -> str:
         return " ".join(capsys.readouterr().out.split())  # rich wraps long lines
@@ -257,7 +258,7 @@ def test_cli_errors_before_any_run_folder(tmp_path, capsys):
 def test_shard_deleted_or_changed_after_prepare_is_named(tmp_path, capsys):
     """Bad data (issue 10): the manifest's shard list is the truth; a deleted, added or altered shard is an error
     naming the file, before any run folder exists — never a silently smaller dataset."""
-    from cluster.cli import main
+    from xalign.cli import main
 
     ints = pa.array([[1, 2], [3, 4]], pa.list_(pa.int32()))
     table = pa.table({"input_ids": ints, "labels": ints, "position_ids": ints,

@@ -1,6 +1,6 @@
 import pytest
 
-from pipelines import languages
+from cluster import languages
 
 
 @pytest.mark.parametrize("code", ["de", "deu", "deu_Latn", "German", "DEU_LATN", "ger"])

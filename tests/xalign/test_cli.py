@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cluster import local_cluster
-from cluster.cli import build_parser, main
+from xalign.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

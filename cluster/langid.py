@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-from pipelines import languages
-from pipelines.languages import Language
+from cluster import languages
+from cluster.languages import Language
 
 MIN_LETTERS = 4  # fewer letters than this: no verdict
 

@@ -3,9 +3,13 @@
     xalign evaluate --suite flores200-quick --model default
     xalign evaluate --suite wmt22-systems --hyp-dir ../shared/data/wmt22
     xalign evaluate --suite flores200-quick --endpoint http://127.0.0.1:8000 generation.max_tokens=128
-    xalign evaluate --suite flores200-demo --model default --prompt few_shot
+    xalign evaluate --suite flores200-demo --model default generation.prompt=few_shot
     xalign evaluate --suite flores200-quick --model default --resume RUN_ID
     xalign evaluate compare RUN_A RUN_B
+
+`xalign evaluate --suite ...` is `xalign evaluate run --suite ...` (the default sub-command). Recipe keys are set as
+`key=value` overrides; the flags that name a key (`--model` is `engine.model=...`) are spellings of exactly that
+override, and giving a key both ways is an error.
 """
 
 from __future__ import annotations
@@ -16,38 +20,58 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cluster.cli import add_address_arg
-from cluster.config import RecipeError, find_recipe, load_recipe, validate
+from cluster.config import RecipeError, find_recipe, load_recipe, parse_override
+from xalign.commands.args import (
+    Parser,
+    add_address_arg,
+    add_verbose_arg,
+    key_flag,
+    library_log,
+    override_key,
+    overrides,
+)
 
 console = Console(highlight=False)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
+    p: Parser = subparsers.add_parser(
         "evaluate", help="score a model on a benchmark suite (Flores-200, WMT22, NTREX-128, TSV/JSONL)",
         description="Generate with Ray Data + vLLM (or an endpoint, or read --hyp-dir), score with BLEU/chrF/"
                     "chrF++/TER/COMET/off-target, write JSON, Markdown and HTML reports. "
                     "`xalign evaluate compare RUN_A RUN_B` compares two runs with paired bootstrap.",
     )
-    p.add_argument("--suite", "--recipe", dest="recipe", default=None,
+    p.default_command = "run"
+    actions = p.add_subparsers(dest="action", metavar="{run,compare}")
+
+    r = actions.add_parser("run", help="score one system on a suite (the default: `xalign evaluate --suite ...`)")
+    r.add_argument("--suite", "--recipe", dest="recipe", default=None,
                    help="suite recipe: recipes/eval-<NAME>.yaml (NAME or eval-NAME) or a YAML path")
-    p.add_argument("--model", default=None, help="model folder or 'default' (with --hyp-dir: the system's name)")
-    p.add_argument("--endpoint", default=None, help="generate against this running server instead of vLLM actors")
-    p.add_argument("--api", choices=["chat", "translate"], default=None,
-                   help="endpoint API: /v1/chat/completions (chat) or xalign's /v1/translate")
-    p.add_argument("--hyp-dir", default=None, help="score hypothesis files instead of generating")
-    p.add_argument("--prompt", choices=["chat", "few_shot"], default=None,
-                   help="chat: the shared chat-template instruction (default); few_shot: plain few-shot prompt "
-                        "(the reference point for a base model)")
-    p.add_argument("--resume", default=None, metavar="RUN_ID",
-                   help="finish an interrupted run: keep its finished directions, generate the rest")
-    p.add_argument("--comet-model", default=None, help="COMET checkpoint (adds the comet metric)")
-    p.add_argument("--output", default=None, help="reports folder (default outputs/reports)")
-    p.add_argument("--baseline", default=None, help="earlier run (id or folder) to report deltas against")
-    p.add_argument("--samples", type=int, default=None, help="compare: paired bootstrap resamples (default 1000)")
-    add_address_arg(p)
-    p.add_argument("args", nargs="*", metavar="key.sub=value | compare RUN_A RUN_B", help="recipe overrides")
-    p.set_defaults(func=run_cli)
+    key_flag(r, "--model", "engine.model", "model folder or 'default'; with --hyp-dir, the model (or system name) "
+             "that wrote the files")
+    key_flag(r, "--endpoint", "endpoint.url", "generate against this running server instead of vLLM actors")
+    key_flag(r, "--api", "endpoint.api", "endpoint API: chat (/v1/chat/completions) or translate (/v1/translate)",
+             choices=["chat", "translate"])
+    key_flag(r, "--prompt", "generation.prompt", "chat: the shared chat-template instruction; few_shot: a plain "
+             "few-shot prompt (the reference point for a base model)", choices=["chat", "few_shot"])
+    key_flag(r, "--comet-model", "metrics.comet_model", "COMET checkpoint (scores the comet metric)")
+    key_flag(r, "--resume", "run_id", "finish an interrupted run: keep its finished directions, generate the rest",
+             also={"resume": True}, metavar="RUN_ID")
+    key_flag(r, "--output", "output_dir", "reports folder (default outputs/reports)")
+    key_flag(r, "--samples", "bootstrap_samples", "paired bootstrap resamples for --baseline deltas", type=int)
+    r.add_argument("--hyp-dir", default=None, help="score hypothesis files instead of generating")
+    r.add_argument("--baseline", default=None, help="earlier run (id or folder) to report deltas against")
+    add_address_arg(r)
+    add_verbose_arg(r)
+    r.add_argument("overrides", nargs="*", metavar="key.sub=value", help="recipe overrides")
+    r.set_defaults(func=run_cli)
+
+    c = actions.add_parser("compare", help="compare two runs: per-direction deltas with paired bootstrap")
+    c.add_argument("run_a", metavar="RUN_A", help="the base run (id or folder)")
+    c.add_argument("run_b", metavar="RUN_B", help="the new run (id or folder)")
+    c.add_argument("--output", default="outputs/reports", help="where runs are found and the comparison is written")
+    c.add_argument("--samples", type=int, default=1000, help="paired bootstrap resamples")
+    c.set_defaults(func=compare_cli)
 
 
 def find_suite(name: str) -> Path:
@@ -64,28 +88,14 @@ def build_recipe(args: argparse.Namespace):
 
     if not args.recipe:
         raise RecipeError("--suite is required (e.g. --suite flores200-quick; suites: recipes/eval-*.yaml)")
-    path = find_suite(args.recipe)
-    recipe = load_recipe(EvalRecipe, path, args.args)
-    data = recipe.model_dump()
-    if args.model and not args.hyp_dir:
-        data["engine"]["model"] = args.model
-    if args.endpoint:
-        data["endpoint"]["url"] = args.endpoint
-    if args.api:
-        data["endpoint"]["api"] = args.api
-    if args.comet_model:
-        data["metrics"]["comet_model"] = args.comet_model
-        if "comet" not in data["metrics"]["names"]:
-            data["metrics"]["names"].append("comet")
-    if args.output:
-        data["output_dir"] = args.output
-    if args.prompt:
-        data["generation"]["prompt"] = args.prompt
-    if args.resume:
-        data["run_id"], data["resume"] = args.resume, True
-    if args.samples:
-        data["bootstrap_samples"] = args.samples
-    return validate(EvalRecipe, data, f"{path} (with command-line options)")
+    return load_recipe(EvalRecipe, find_suite(args.recipe), overrides(args))
+
+
+def hyp_system(args: argparse.Namespace) -> str | None:
+    """With --hyp-dir: the system the files are from, as given by `engine.model` (or --model); None: the folder's
+    name."""
+    given = [parse_override(o)[1] for o in overrides(args) if override_key(o) == "engine.model"]
+    return str(given[-1]) if given else None
 
 
 def _summary(doc: dict) -> Table:
@@ -125,9 +135,15 @@ def _errors() -> tuple[type[Exception], ...]:
 
 def run_cli(args: argparse.Namespace) -> int:
     try:
-        if args.args and args.args[0] == "compare":
-            return _compare(args)
         return _evaluate(args)
+    except _errors() as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        return 1
+
+
+def compare_cli(args: argparse.Namespace) -> int:
+    try:
+        return _compare(args)
     except _errors() as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         return 1
@@ -138,8 +154,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from evaluation.runner import evaluate
 
     recipe = build_recipe(args)
-    run = evaluate(recipe, hyp_dir=args.hyp_dir, system=args.model if args.hyp_dir else None,
-                   address=args.address, baseline=args.baseline)
+    with library_log(args, Path(recipe.output_dir) / "logs", "evaluate"):
+        run = evaluate(recipe, hyp_dir=args.hyp_dir, system=hyp_system(args) if args.hyp_dir else None,
+                       address=args.address, baseline=args.baseline)
     console.print(_summary(read_scores(run)))
     console.print(f"reports: {run.root / 'report.md'}  {run.root / 'report.html'}  {run.scores}", soft_wrap=True)
     return 0
@@ -149,10 +166,7 @@ def _compare(args: argparse.Namespace) -> int:
     from evaluation.compare import compare
     from evaluation.reports.tables import LABELS, fmt
 
-    rest = args.args[1:]
-    if len(rest) != 2:
-        raise RecipeError("usage: xalign evaluate compare RUN_A RUN_B [--output DIR] [--samples N]")
-    folder, result = compare(rest[0], rest[1], args.output or "outputs/reports", args.samples or 1000)
+    folder, result = compare(args.run_a, args.run_b, args.output, args.samples)
     table = Table(title=f"{result['new']['system']} vs {result['base']['system']} (Δ = new − base, * p<0.05)")
     table.add_column("direction")
     for m in result["metrics"]:

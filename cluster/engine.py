@@ -10,11 +10,14 @@ from typing import Any, Literal
 from pydantic import Field
 
 from cluster.config import Strict
+from cluster.hardware import DtypeChoice, choose_dtype
 
 
 class EngineSettings(Strict):
     model: str = "default"  # anything cluster.models.resolve_model accepts
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "bfloat16"
+    # auto: bf16 where the engine's host multiplies bf16 natively (AMX CPU, bf16 GPU), else fp32
+    # (cluster.hardware); resolved in the engine's own process, not by vLLM's "auto" (the config's dtype).
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_model_len: int = Field(1024, gt=16)
     max_num_seqs: int = Field(32, gt=0)
     kv_cache_gib: float = Field(1.0, gt=0)  # CPU only: VLLM_CPU_KVCACHE_SPACE
@@ -43,10 +46,14 @@ def configure_process_env(settings: EngineSettings) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def engine_dtype(settings: EngineSettings) -> DtypeChoice:
+    return choose_dtype(settings.dtype)
+
+
 def engine_kwargs(settings: EngineSettings, model_path: str) -> dict[str, Any]:
     """Keyword arguments for `vllm.LLM` and `vllm.AsyncEngineArgs` alike."""
     kw: dict[str, Any] = {
-        "model": model_path, "tokenizer": model_path, "dtype": settings.dtype,
+        "model": model_path, "tokenizer": model_path, "dtype": engine_dtype(settings).dtype,
         "max_model_len": settings.max_model_len, "max_num_seqs": settings.max_num_seqs,
         "enforce_eager": settings.enforce_eager, "seed": settings.seed,
         "distributed_executor_backend": "uni",

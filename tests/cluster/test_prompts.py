@@ -1,7 +1,7 @@
 import pytest
 from transformers import AutoTokenizer
 
-from pipelines import prompts
+from cluster import prompts
 
 CONV = [
     {"role": "system", "content": "You are a translator."},

@@ -11,8 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
-from cluster.cli import add_address_arg, add_recipe_args, console
 from cluster.config import RecipeError, load_recipe
+from xalign.commands.args import add_address_arg, add_recipe_args, add_verbose_arg, console, library_log, overrides
 
 
 def register(subparsers) -> None:
@@ -23,6 +23,7 @@ def register(subparsers) -> None:
                    help="continue a stopped or failed run from its latest checkpoint (with its own recipe)")
     p.add_argument("--stop-after-step", type=int, default=None, metavar="N",
                    help="stop after step N (checkpointed), to continue later with --resume")
+    add_verbose_arg(p)
     p.set_defaults(func=_train)
 
 
@@ -36,13 +37,17 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.recipe or args.overrides:  # must equal the run's recipe; run_train names any difference
             source = args.recipe or Path(args.resume) / RESOLVED
-            recipe = load_recipe(TrainRecipe, source, args.overrides)
+            recipe = load_recipe(TrainRecipe, source, overrides(args))
+        logs = Path(args.resume).expanduser().parent / "logs"
     elif args.recipe is None:
         raise RecipeError("--recipe is required (or --resume RUN_DIR)")
     else:
-        recipe = load_recipe(TrainRecipe, args.recipe, args.overrides)
+        recipe = load_recipe(TrainRecipe, args.recipe, overrides(args))
+        logs = Path(recipe.run.output_dir).expanduser() / "logs"
     try:
-        run_dir = run_train(recipe, address=args.address, resume=args.resume, stop_after_step=args.stop_after_step)
+        with library_log(args, logs, "train"):
+            run_dir = run_train(recipe, address=args.address, resume=args.resume,
+                                stop_after_step=args.stop_after_step)
     except DatasetError as exc:
         console.print(f"[red]dataset error:[/red] {exc}")
         return 2

@@ -8,12 +8,11 @@ every checkpoint reproduces `render_text` byte for byte for tools that read the 
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from pipelines import languages
+from cluster import languages
 
 Role = Literal["system", "user", "assistant"]
 START, END = "<start_of_turn>", "<end_of_turn>"
@@ -151,10 +150,6 @@ def follow_up(kind: str, tgt: str) -> str:
     if kind not in FOLLOW_UPS:
         raise ValueError(f"follow-up kind {kind!r} is unknown (known: {', '.join(FOLLOW_UPS)})")
     return FOLLOW_UPS[kind].format(tgt=languages.get(tgt).name)
-
-
-def random_template(rng: random.Random) -> int:
-    return rng.randrange(len(TRANSLATION_TEMPLATES))
 
 
 def few_shot_prompt(src: str, tgt: str, text: str, shots: Sequence[tuple[str, str]]) -> str:

@@ -6,9 +6,9 @@ import importlib.metadata as md
 import os
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
-from cluster.locations import REPO_ROOT, cache_dir, data_root
+from cluster.hardware import choose_dtype
+from cluster.locations import REPO_ROOT, cache_dir, comet_python, data_root
 from cluster.models import default_model_cached, default_model_dir
 
 
@@ -24,10 +24,6 @@ def _version(dist: str) -> str | None:
         return md.version(dist)
     except md.PackageNotFoundError:
         return None
-
-
-def comet_python() -> Path:
-    return Path(os.environ.get("XALIGN_COMET_PYTHON") or REPO_ROOT / ".venv-comet" / "bin" / "python")
 
 
 def comet_status() -> tuple[bool, str]:
@@ -62,6 +58,8 @@ def run_checks() -> list[Check]:
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     device = f"GPU x{gpus} ({torch.cuda.get_device_name(0)})" if gpus else f"CPU only ({os.cpu_count()} cores)"
     checks.append(Check("device", device, True))
+    precision = choose_dtype("auto")
+    checks.append(Check("dtype auto", f"{precision.dtype}: {precision.reason}", True))
     ok, msg = comet_status()
     checks.append(Check("COMET environment", msg, ok))
     cached = default_model_cached()

@@ -1,6 +1,6 @@
 """The `xalign` command line: one entry point, one subcommand per capability.
 
-Each capability registers its own subcommand (`register(subparsers)`), so this module stays a thin
+Each subcommand lives in `xalign.commands` with `register(subparsers)`, so this module stays a thin
 router and `build_parser()` is importable by tests and the Helm chart checks (every RayJob
 entrypoint must parse here).
 """
@@ -8,35 +8,24 @@ entrypoint must parse here).
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from cluster.config import RecipeError
+from xalign import demo
+from xalign.commands import evaluate, prepare, serve, train
+from xalign.commands.args import Parser, add_address_arg, add_recipe_args, console
 
-console = Console(stderr=False, highlight=False)
+__all__ = ["add_address_arg", "add_recipe_args", "build_parser", "console", "main"]
 
-# Modules that add subcommands; each has `register(subparsers) -> None`.
-COMMAND_MODULES: tuple[str, ...] = (
-    "pipelines.data.cli", "pipelines.train.cli", "serving.cli", "evaluation.cli", "cluster.demo",
-)
-
-
-def add_recipe_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    """The shared recipe interface: `--recipe NAME` then `key.sub=value` overrides."""
-    p.add_argument("--recipe", default=default, help="recipe name under recipes/ or a YAML path")
-    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="recipe overrides")
-
-
-def add_address_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--address", default=None, help="attach to this Ray cluster (default: RAY_ADDRESS, else embedded)")
+# Modules that add subcommands, in the order `xalign --help` lists them.
+COMMAND_MODULES = (prepare, train, serve, evaluate, demo)
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from cluster.doctor import run_checks
+    from xalign.doctor import run_checks
 
     table = Table(title="xalign doctor")
     table.add_column("check")
@@ -76,7 +65,7 @@ def _cluster(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xalign", description="Multilingual alignment of LLMs on Ray.")
+    parser = Parser(prog="xalign", description="Multilingual alignment of LLMs on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("doctor", help="report versions, devices, COMET env, model cache")
@@ -88,13 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, default=None)
     p.set_defaults(func=_cluster)
 
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse's usage errors (2) and --help (0), as an exit status
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return int(args.func(args) or 0)
     except RecipeError as exc:

@@ -2,7 +2,8 @@
 
 import pytest
 
-from cluster.config import RECIPES_DIR, RecipeError, load_any
+from cluster.config import RECIPES_DIR, RecipeError
+from xalign.recipes import load_any
 
 RECIPES = sorted(RECIPES_DIR.glob("*.yaml"))
 

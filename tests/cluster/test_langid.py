@@ -1,7 +1,7 @@
 import pytest
 
+from cluster import langid, languages
 from cluster.locations import data_root
-from pipelines import langid, languages
 
 
 def _first_lines(code: str, n: int = 10) -> list[str]:

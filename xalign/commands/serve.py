@@ -1,4 +1,9 @@
-"""`xalign serve` (host a model with Ray Serve + vLLM) and `xalign translate` (a client for it)."""
+"""`xalign serve` (host a model with Ray Serve + vLLM) and `xalign translate` (a client for it).
+
+The serve recipe is set like every recipe: `--recipe NAME` and `key.sub=value` overrides; `--model`, `--host`,
+`--port` and `--adapter NAME=PATH` are spellings of the overrides `engine.model`, `http.host`, `http.port` and
+`adapters.NAME`.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +13,35 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
-from cluster.cli import add_address_arg, add_recipe_args, console
+from cluster.config import RecipeError
+from xalign.commands.args import (
+    add_address_arg,
+    add_recipe_args,
+    add_verbose_arg,
+    check_not_given,
+    console,
+    key_flag,
+    library_log,
+    overrides,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve a model: OpenAI-compatible API, translation API, playground")
     add_recipe_args(p, default="serve-default")
     add_address_arg(p)
-    p.add_argument("--model", default=None, help="model folder or 'default' (packaged Gemma 3 270M)")
+    key_flag(p, "--model", "engine.model", "model folder or 'default' (packaged Gemma 3 270M)")
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
-                   help="LoRA adapter served as model NAME (repeatable)")
-    p.add_argument("--host", default=None, help="HTTP host (default: recipe http.host)")
-    p.add_argument("--port", type=int, default=None, help="HTTP port (default: recipe http.port)")
+                   help="LoRA adapter served as model NAME (repeatable; = adapters.NAME=PATH)")
+    key_flag(p, "--host", "http.host", "HTTP host")
+    key_flag(p, "--port", "http.port", "HTTP port", type=int)
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded cluster (default: all)")
     p.add_argument("--print-config", action="store_true",
                    help="print the Serve config (RayService serveConfigV2) for this recipe and exit")
     p.add_argument("--detach", action="store_true", help="with --address: deploy and return, leaving it running")
+    add_verbose_arg(p)
     p.set_defaults(func=_serve)
 
     t = sub.add_parser("translate", help="translate text with a running xalign server")
@@ -39,24 +56,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=_translate)
 
 
-def _recipe(args: argparse.Namespace):
-    from serving.recipe import RecipeError, load_serve_recipe, parse_adapters
+def adapter_overrides(args: argparse.Namespace, given: list[str]) -> list[str]:
+    """`--adapter NAME=PATH` as the override `adapters.NAME=PATH` (a name given twice is an error naming it)."""
+    out: list[str] = []
+    for item in args.adapter:
+        name, sep, path = item.partition("=")
+        name, path = name.strip(), path.strip()
+        if not sep or not name or not path:
+            raise RecipeError(f"--adapter {item!r}: expected NAME=PATH")
+        if "." in name:
+            raise RecipeError(f"--adapter {item!r}: a name with '.' is not a key path; write the override "
+                              f"adapters='{{{json.dumps(name)}: {json.dumps(path)}}}' instead")
+        key = f"adapters.{name}"
+        check_not_given([*given, *out], key, "--adapter", item)
+        out.append(f"{key}={json.dumps(path)}")
+    return out
 
-    overrides = list(args.overrides)
-    if args.model:
-        overrides.append(f"engine.model={args.model}")
-    if args.host:
-        overrides.append(f"http.host={args.host}")
-    if args.port:
-        overrides.append(f"http.port={args.port}")
-    recipe = load_serve_recipe(args.recipe, overrides)
-    if args.adapter:
-        try:
-            adapters = {**recipe.adapters, **parse_adapters(args.adapter)}
-        except ValueError as exc:
-            raise RecipeError(f"--adapter: {exc}") from None
-        recipe = recipe.model_validate({**recipe.model_dump(), "adapters": adapters})
-    return recipe
+
+def _recipe(args: argparse.Namespace):
+    from cluster.config import load_recipe
+    from serving.recipe import ServeRecipe
+
+    given = overrides(args)
+    return load_recipe(ServeRecipe, args.recipe, [*given, *adapter_overrides(args, given)])
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -71,7 +93,8 @@ def _serve(args: argparse.Namespace) -> int:
     from serving import app
 
     attached = bool(args.address or os.environ.get("RAY_ADDRESS"))
-    with ray_session(args.address, num_cpus=args.num_cpus, quiet=True):
+    with library_log(args, Path("outputs") / "logs", "serve"), \
+            ray_session(args.address, num_cpus=args.num_cpus, quiet=True):
         console.print(f"starting {recipe.base_model_name} "
                       f"({', '.join(recipe.adapters) or 'no adapters'}); the engine takes a while on CPU ...")
         url = app.deploy(recipe, port=recipe.http.port, host=recipe.http.host)

@@ -8,8 +8,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cluster.cli import add_address_arg, add_recipe_args
 from cluster.config import RecipeError, load_recipe
+from xalign.commands.args import add_address_arg, add_recipe_args, add_verbose_arg, library_log, overrides
 
 console = Console(highlight=False)
 
@@ -21,11 +21,12 @@ def register(subparsers) -> None:
     )
     add_recipe_args(p)
     add_address_arg(p)
+    add_verbose_arg(p)
     p.set_defaults(func=_prepare)
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from pipelines.data import manifest
+    from cluster import manifest
     from pipelines.data.mixing import MixingError
     from pipelines.data.prepare import run_prepare
     from pipelines.data.readers import InputError
@@ -33,10 +34,12 @@ def _prepare(args: argparse.Namespace) -> int:
 
     if not args.recipe:
         raise RecipeError("xalign prepare needs --recipe NAME (e.g. bayling2-mini)")
-    recipe = load_recipe(PrepareRecipe, args.recipe, args.overrides)
+    recipe = load_recipe(PrepareRecipe, args.recipe, overrides(args))
     console.print(f"[bold]xalign prepare[/bold] {recipe.name}: {recipe.description or ''}")
     try:
-        out = run_prepare(recipe, address=args.address, log=lambda m: console.print(f"[cyan]prepare[/cyan] {m}"))
+        with library_log(args, Path(recipe.output_dir) / "logs", "prepare"):
+            out = run_prepare(recipe, address=args.address,
+                              log=lambda m: console.print(f"[cyan]prepare[/cyan] {m}"))
     except (InputError, MixingError) as exc:
         console.print(f"[red]input error:[/red] {exc}")
         return 2

@@ -1,0 +1,1 @@
+"""One module per `xalign` subcommand; each has `register(subparsers)` and calls one capability."""
