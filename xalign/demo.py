@@ -251,6 +251,7 @@ def _serve(spec: ServeStage, trained: DemoStageRecord[TrainResult], address: str
     import httpx
 
     from serving.app import deploy, shutdown
+    from serving.middleware import load_api_key
 
     recipe = serve_recipe(spec, trained.result.model, trained.result.run_dir)
     key = _key("serve", recipe_hash(recipe), [r.model_dump() for r in spec.requests], trained.key)
@@ -258,8 +259,11 @@ def _serve(spec: ServeStage, trained: DemoStageRecord[TrainResult], address: str
     def go() -> ServeResult:
         url = deploy(recipe, port=free_port())
         exchanges: list[Exchange] = []
+        # The server turns auth on when the recipe's key variable is set (as in a user's shell); present it.
+        api_key = load_api_key(recipe.auth)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         try:
-            with httpx.Client(base_url=url, timeout=600) as client:
+            with httpx.Client(base_url=url, timeout=600, headers=headers) as client:
                 models = client.get("/v1/models").raise_for_status().json()
                 for req in spec.requests:
                     body = req.model_dump(exclude={"refine"}, exclude_none=True)

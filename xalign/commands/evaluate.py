@@ -15,6 +15,7 @@ override, and giving a key both ways is an error.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -133,20 +134,25 @@ def _errors() -> tuple[type[Exception], ...]:
             ModelResolutionError, DataNotFoundError, ResumeError)
 
 
+def _reporting_errors(action: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Evaluation's expected failures (bad data, unreachable endpoint, ...) as one error line and exit code 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return action(args)
+        except _errors() as exc:
+            console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+            return 1
+
+    return run
+
+
 def run_cli(args: argparse.Namespace) -> int:
-    try:
-        return _evaluate(args)
-    except _errors() as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        return 1
+    return _reporting_errors(_evaluate)(args)
 
 
 def compare_cli(args: argparse.Namespace) -> int:
-    try:
-        return _compare(args)
-    except _errors() as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        return 1
+    return _reporting_errors(_compare)(args)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -40,7 +40,7 @@ def test_prepare_under_ray_job_submit_matches_the_embedded_run(private_cluster, 
          "--runtime-env-json", json.dumps(runtime_env), "--",
          "xalign", "prepare", "--recipe", str(recipe)], env)
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
-    submitted = next((tmp_path / "submitted").iterdir())
+    submitted = next(p for p in (tmp_path / "submitted").iterdir() if p.name != "logs")  # logs/: the CLI's log
     assert submitted.name == embedded.name  # the dataset id
     assert parquet_bytes(submitted) == parquet_bytes(embedded)
     assert (submitted / "manifest.json").read_bytes() == (embedded / "manifest.json").read_bytes()
