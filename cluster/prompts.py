@@ -110,8 +110,11 @@ def encode_prompt(tokenizer: TokenizerLike, messages: Sequence[Any]) -> list[int
 
 # ---- Translation instructions -------------------------------------------------------------------
 # A pool written in several languages (x-LLaMA, BayLing 2); index 0 is the canonical one that
-# serving and evaluation use, so scores measure the prompt users actually send.
+# serving and evaluation use, so scores measure the prompt users actually send. It is ALMA's prompt: the
+# target language's name is the last thing before the answer. With the instruction only at the top, a 270M
+# model after a short SFT mostly copied or paraphrased the source (docs/RESULTS.md, the quick profile).
 TRANSLATION_TEMPLATES: tuple[str, ...] = (
+    "Translate this from {src} to {tgt}:\n{src}: {text}\n{tgt}:",
     "Translate the following text from {src} into {tgt}.\n\n{text}",
     "Please translate this {src} sentence into {tgt}:\n{text}",
     "{src}: {text}\n{tgt}:",
@@ -130,14 +133,15 @@ FOLLOW_UPS: dict[str, str] = {
     "fix": "That answer is not in {tgt}. Translate the text into {tgt} only.",
 }
 
-# Appended by the off-target guard before it retries a generation.
-STRICT_SUFFIX = "\n\nAnswer only with the {tgt} translation, written in {tgt}, and nothing else."
+# Put before the instruction by the off-target guard when it retries a generation (before, so that a template's
+# closing target-language cue stays the last thing the model reads).
+STRICT_PREFIX = "Answer only with the {tgt} translation, written in {tgt}, and nothing else.\n\n"
 
 
 def translation_instruction(src: str, tgt: str, text: str, template: int = 0, strict: bool = False) -> str:
     s, t = languages.get(src), languages.get(tgt)
     body = TRANSLATION_TEMPLATES[template].format(src=s.name, tgt=t.name, text=text)
-    return body + (STRICT_SUFFIX.format(tgt=t.name) if strict else "")
+    return (STRICT_PREFIX.format(tgt=t.name) if strict else "") + body
 
 
 def translation_messages(

@@ -64,6 +64,20 @@ def load_tokenizer(model_path: str | Path):
     return tok
 
 
+# The parts of tokenizer.json that decide which ids a text becomes. A fine-tuned export re-serializes its tokenizer
+# (other formatting, a chat template in tokenizer_config.json) and still encodes every text to the same ids.
+_ENCODING_PARTS = ("model", "added_tokens", "normalizer", "pre_tokenizer", "post_processor")
+
+
+def _token_ids_digest(folder: Path) -> str | None:
+    f = folder / "tokenizer.json"
+    if not f.is_file():
+        return None
+    doc = json.loads(f.read_text(encoding="utf-8"))
+    parts = {k: doc.get(k) for k in _ENCODING_PARTS}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
 def _fast_identity(folder: Path) -> tuple[int, int | None, int | None]:
     """(vocabulary size, bos id, END id) from tokenizer.json with `tokenizers` alone: ~5x quicker than
     transformers for Gemma's 262k vocabulary, and the driver only needs these numbers and the marker check."""
@@ -90,6 +104,7 @@ def tokenizer_identity(model_path: str | Path) -> dict:
     return {
         "name": json.loads(marker.read_text()).get("name") if marker.is_file() else folder.name,
         "tokenizer_sha256": h.hexdigest(),
+        "token_ids_sha256": _token_ids_digest(folder) or h.hexdigest(),
         "files": files,
         "vocab_size": vocab,
         "bos_token_id": bos_id,

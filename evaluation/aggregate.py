@@ -2,7 +2,7 @@
 
 Scores are macro-averaged over directions, as BayLing 2, x-LLaMA and xLLMs-100 report them; the
 off-target rate is also given pooled over segments (off-target / judged), which weights directions by
-how many segments could be judged.
+how many segments could be judged, and so is the repetition-loop rate (looping / hypotheses).
 """
 
 from __future__ import annotations
@@ -51,5 +51,10 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "rate": 100.0 * off / judged if judged else 0.0, "off_target": off, "judged": judged,
                 "confusion": dict(sorted(confusion.items(), key=lambda kv: -kv[1])),
             }
+        if "repetition" in metrics:
+            looping = sum(r["details"]["repetition"]["looping"] for r in members)
+            hyps = sum(r["details"]["repetition"]["hypotheses"] for r in members)
+            agg["repetition_pooled"] = {"rate": 100.0 * looping / hyps if hyps else 0.0, "looping": looping,
+                                        "hypotheses": hyps}
         out.append(agg)
     return out

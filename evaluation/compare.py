@@ -24,6 +24,21 @@ class CompareError(ValueError):
     pass
 
 
+# Metrics that are a % of segments flagged (lower is better), tested with paired per-segment verdicts.
+RATE_METRICS = ("off_target", "repetition")
+
+
+def _paired_rate(name: str, d: Direction, gen_a: list[dict[str, Any]], gen_b: list[dict[str, Any]],
+                 refs: list[list[str]]) -> dict[str, Any]:
+    from evaluation.metrics.base import MetricInput
+    from evaluation.metrics.registry import get_metric
+
+    metric, sources = get_metric(name), [g["source"] for g in gen_a]
+    verdicts = [metric.score(MetricInput(d, sources, [g["hypothesis"] for g in gen], refs),
+                             sentence_level=True).sentence_scores or [] for gen in (gen_a, gen_b)]
+    return significance.paired_rate(*verdicts)
+
+
 def _split(spec: str, output_dir: str) -> tuple[RunDir, str | None]:
     try:
         return find_run(spec, output_dir), None
@@ -82,7 +97,9 @@ def compare(spec_a: str, spec_b: str, output_dir: str = "outputs/reports", n_sam
         directions[key] = significance.paired_bootstrap(
             d, [g["hypothesis"] for g in gen_a], [g["hypothesis"] for g in gen_b], refs, tested, n_samples, settings)
         for m in metrics:
-            if m not in tested:  # no resampling for these: report the scores and the change only
+            if m in RATE_METRICS:  # a share of flagged segments: McNemar's test on the paired verdicts
+                directions[key][m] = _paired_rate(m, d, gen_a, gen_b, refs)
+            elif m not in tested:  # no resampling for these: report the scores and the change only
                 x, y = rows_a[key]["scores"].get(m), row["scores"].get(m)
                 directions[key][m] = {"base": x, "new": y, "delta": None if x is None or y is None else y - x,
                                       "p_value": None, "significant": None}
@@ -126,7 +143,8 @@ def _aggregate_deltas(aggs_a: list[dict[str, Any]], aggs_b: list[dict[str, Any]]
 
 
 def _write_reports(folder: Path, a: dict[str, Any], b: dict[str, Any], result: dict[str, Any]) -> None:
-    sig = {"metrics": result["tested"], "directions": result["directions"]}
+    tested = [*result["tested"], *(m for m in RATE_METRICS if m in result["metrics"])]
+    sig = {"metrics": tested, "directions": result["directions"]}
     delta = tables.delta_table(b, a, sig)
     title = f"{result['new']['system']} ({result['new']['run_id']}) vs {result['base']['system']} " \
             f"({result['base']['run_id']})"

@@ -34,7 +34,9 @@ def setup(recipe: EvalRecipe, ident: dict[str, Any]) -> dict[str, Any]:
         "test_set": recipe.test_set.model_dump(), "data_root": recipe.data_root, "limit": recipe.limit,
         "prompt": {"style": g.prompt, "template": g.template, "shots": g.shots if g.prompt == "few_shot" else None},
         "sampling": {"max_tokens": g.max_tokens, "temperature": g.temperature, "seed": recipe.engine.seed,
-                     "dtype": recipe.engine.dtype},
+                     "dtype": recipe.engine.dtype,
+                     # only when on: checkpoints made before the setting existed (penalty off) stay resumable
+                     **({"repetition_penalty": g.repetition_penalty} if g.repetition_penalty != 1.0 else {})},
     }
 
 

@@ -37,6 +37,9 @@ class GenerationSettings(Strict):
     num_gpus: float = Field(0.0, ge=0)  # per engine actor; 1 on a GPU cluster
     max_tokens: int = Field(256, gt=0)
     temperature: float = Field(0.0, ge=0)
+    # vLLM's repetition penalty (>1 discourages tokens already in the prompt or the answer); 1.0 = off, so greedy
+    # scores measure the model alone. Sent explicitly to endpoints too: xalign serve's default (1.1) is not used.
+    repetition_penalty: float = Field(1.0, gt=0)
     # chat: the translation instruction in the shared chat template (what serving and training use);
     # few_shot: `cluster.prompts.few_shot_prompt`, plain text, the reference point for a base model.
     prompt: Literal["chat", "few_shot"] = "chat"

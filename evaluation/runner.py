@@ -150,7 +150,8 @@ def _meta(recipe: EvalRecipe, gen: Generated, dd: DirectionData) -> dict[str, An
             meta["prompt"] = {"style": "chat", "module": "cluster.prompts", "template": g.template,
                               "instruction": prompts.TRANSLATION_TEMPLATES[g.template],
                               "chat_template": "cluster.prompts.CHAT_TEMPLATE", "stop": stop_strings("chat")}
-        meta["sampling"] = {"max_tokens": recipe.generation.max_tokens, "temperature": recipe.generation.temperature}
+        meta["sampling"] = {"max_tokens": recipe.generation.max_tokens, "temperature": recipe.generation.temperature,
+                            "repetition_penalty": recipe.generation.repetition_penalty}
         if gen.backend == "ray-data-vllm":
             meta["engine"] = recipe.engine.model_dump()
     return meta

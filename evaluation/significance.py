@@ -8,6 +8,7 @@ report the p-value of the observed difference, plus 95% confidence intervals. Th
 
 from __future__ import annotations
 
+from math import comb
 from typing import Any
 
 from evaluation.directions import Direction
@@ -54,3 +55,29 @@ def _interval(result: Any) -> list[float] | None:
     if result.mean is None or result.ci is None:
         return None
     return [float(result.mean - result.ci), float(result.mean + result.ci)]
+
+
+def paired_rate(base: list[float | None], new: list[float | None]) -> dict[str, Any]:
+    """Exact McNemar test between two per-segment 0/1 verdicts (e.g. off-target) on the same segments.
+
+    Rates are over the segments both systems had a verdict for; the test looks only at the discordant pairs
+    (flagged in one system, not the other), two-sided, with the exact binomial distribution."""
+    if len(base) != len(new):
+        raise ValueError("paired rate test needs verdicts for the same segments")
+    pairs = [(a, b) for a, b in zip(base, new) if a is not None and b is not None]
+    n = len(pairs)
+    only_base = sum(1 for a, b in pairs if a and not b)
+    only_new = sum(1 for a, b in pairs if b and not a)
+    p = mcnemar_exact(only_base, only_new)
+    rate_base = 100.0 * sum(1 for a, _ in pairs if a) / n if n else None
+    rate_new = 100.0 * sum(1 for _, b in pairs if b) / n if n else None
+    return {"base": rate_base, "new": rate_new,
+            "delta": None if rate_base is None or rate_new is None else rate_new - rate_base,
+            "p_value": p, "significant": p < ALPHA, "segments": n,
+            "only_base": only_base, "only_new": only_new, "test": "exact McNemar (two-sided)"}
+
+
+def mcnemar_exact(only_base: int, only_new: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant pair counts (1.0 when there are none)."""
+    k, m = min(only_base, only_new), only_base + only_new
+    return min(1.0, 2 * sum(comb(m, i) for i in range(k + 1)) / 2**m) if m else 1.0

@@ -154,19 +154,25 @@ class Generator:
         return requested
 
     def sampling_defaults(self, ignore_eos: bool = False) -> dict[str, Any]:
-        """The server's side of vLLM's `to_sampling_params`: the checkpoint's temperature, and answers that end
-        at the end of turn as trained ones did (unless the request ignores EOS, e.g. a benchmark)."""
+        """The server's side of vLLM's `to_sampling_params` (a request's own value wins): the checkpoint's
+        temperature, the recipe's repetition penalty (`sampling.repetition_penalty`), and answers that end at the
+        end of turn as trained ones did (unless the request ignores EOS, e.g. a benchmark)."""
         return {"temperature": self.default_temperature,
+                "repetition_penalty": self.recipe.sampling.repetition_penalty,
                 "stop_token_ids": [] if ignore_eos else list(self.stop_token_ids)}
 
-    def sampling(self, *, max_tokens: int, temperature: float | None = None) -> Any:
-        """Parameters for one translation answer: all of it at once, greedy unless the request says otherwise."""
+    def sampling(self, *, max_tokens: int, temperature: float | None = None,
+                 repetition_penalty: float | None = None) -> Any:
+        """Parameters for one translation answer: all of it at once, greedy and with the server's repetition
+        penalty unless the request says otherwise."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         defaults = self.sampling_defaults()
         return SamplingParams(n=1, max_tokens=max_tokens,
                               temperature=defaults["temperature"] if temperature is None else temperature,
+                              repetition_penalty=(defaults["repetition_penalty"] if repetition_penalty is None
+                                                  else repetition_penalty),
                               stop_token_ids=defaults["stop_token_ids"], output_kind=RequestOutputKind.FINAL_ONLY)
 
     # ---- generation --------------------------------------------------------------------------------

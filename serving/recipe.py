@@ -86,6 +86,14 @@ class LimitSettings(Strict):
     request_timeout_s: float = Field(120, gt=0)  # whole request, streaming included
 
 
+class SamplingDefaults(Strict):
+    """Decoding defaults for requests that leave a field unset (/v1/translate, chat and completions alike)."""
+
+    # >1 discourages tokens already in the prompt or the answer: it breaks the loops a small model falls into
+    # ("ya kwanza ya kwanza ya kwanza ..."); a request's own `repetition_penalty` wins. 1.0 turns it off.
+    repetition_penalty: float = Field(1.1, gt=0, le=2)
+
+
 class GuardSettings(Strict):
     """Off-target guard on translations: language ID on every output, one retry with a stronger instruction."""
 
@@ -131,6 +139,7 @@ class ServeRecipe(Strict):
     adapters: dict[str, str] = Field(default_factory=dict)  # LoRA adapters: API model name -> folder
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
     guard: GuardSettings = Field(default_factory=GuardSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

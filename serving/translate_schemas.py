@@ -66,6 +66,8 @@ class TranslateRequest(Request):
     # Generation.
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(0.0, ge=0, le=2)
+    # >1 discourages repeating tokens (loops); 1.0 = off; unset: the server's default (sampling.repetition_penalty)
+    repetition_penalty: float | None = Field(None, gt=0, le=2)
     guard: bool | None = None  # override the server's off-target guard for this request
 
     @model_validator(mode="after")

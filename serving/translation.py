@@ -81,7 +81,7 @@ class Translator:
         max_tokens = [self.gen.output_budget(j.ids, req.max_tokens) for j in jobs]  # all checks before any work
         use_guard = self.guard.enabled if req.guard is None else req.guard
         items = await asyncio.gather(*(
-            self._run(j, mt, lora, model, f"{request_id}-{j.index}", deadline, use_guard, req.temperature)
+            self._run(j, mt, lora, model, f"{request_id}-{j.index}", deadline, use_guard, req)
             for j, mt in zip(jobs, max_tokens)
         ))
         usage = Usage()
@@ -173,8 +173,9 @@ class Translator:
     # ---- generating, with the guard ----------------------------------------------------------------
 
     async def _run(self, job: Job, max_tokens: int, lora: Any, model: str, rid: str, deadline: Deadline,
-                   use_guard: bool, temperature: float) -> TranslationItem:
-        params = self.gen.sampling(max_tokens=max_tokens, temperature=temperature)
+                   use_guard: bool, req: TranslateRequest) -> TranslationItem:
+        params = self.gen.sampling(max_tokens=max_tokens, temperature=req.temperature,
+                                   repetition_penalty=req.repetition_penalty)
         first = await self.gen.generate(job.ids, params, lora, rid, deadline)
         usage = Usage()
         usage.add(first.prompt_tokens, first.completion_tokens)
@@ -192,7 +193,8 @@ class Translator:
             else:
                 _, strategy, ids = retry
                 budget = min(max_tokens, self.gen.max_model_len - len(ids))
-                params = self.gen.sampling(max_tokens=budget, temperature=temperature)
+                params = self.gen.sampling(max_tokens=budget, temperature=req.temperature,
+                                           repetition_penalty=req.repetition_penalty)
                 second = await self.gen.generate(ids, params, lora, f"{rid}-retry", deadline)
                 usage.add(second.prompt_tokens, second.completion_tokens)
                 report = GuardReport(checked=True, action="retried", retry_strategy=strategy, first_output=text,

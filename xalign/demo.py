@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from rich.console import Console
 from rich.table import Table
 
@@ -25,8 +25,8 @@ from cluster.config import Strict, json_hash, load_recipe, recipe_hash, save_res
 from cluster.local_cluster import free_port
 from cluster.logs import LibraryLog, library_output_to
 from xalign.demo_report import (
-    AblationLink,
     CheckpointLink,
+    Comparison,
     DatasetLink,
     DemoSummary,
     DeploymentLink,
@@ -64,21 +64,51 @@ class EvalStage(StageSpec):
     few_shot_base: bool = False  # also score the base model with a plain few-shot prompt (a reference point)
 
 
+class SystemSpec(Strict):
+    """One aligned system: its data, the demo's SFT stage on it, and optionally a DPO stage after (xLLMs-100)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    prepare: StageSpec
+    # DPO on the dataset's preference pairs (dpo/), starting from this system's SFT export, which is also the
+    # reference model. The DPO system is scored as `<name>-dpo`, next to its SFT model.
+    dpo: StageSpec | None = None
+
+
+class FollowupStage(Strict):
+    """`xalign evaluate followups` on the base and the served system: are follow-ups acted on?"""
+
+    languages: list[str] = Field(default_factory=lambda: ["de", "sw", "zh"], min_length=2)
+    limit: int = Field(10, gt=0)  # conversations per kind and language
+    overrides: list[str] = Field(default_factory=list)  # FollowupSettings keys, e.g. generation.max_tokens=128
+
+
 class DemoRecipe(Strict):
     kind: Literal["demo"] = "demo"
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     output_dir: str = "outputs/demo"
     num_cpus: int | None = None  # embedded cluster size (default: all cores)
-    prepare: StageSpec
+    # The SFT stage every system gets: the same recipe, so the same steps x rows x max_seq_len token budget.
     train: StageSpec
-    # BayLing 2's ablation: the same training on EN/ZH instructions only (no cross-lingual data).
-    ablation: StageSpec | None = None
+    # The first system is the one served and followed in the lineage; every system is scored.
+    systems: list[SystemSpec] = Field(min_length=1)
     serve: ServeStage
     evaluate: EvalStage
+    followups: FollowupStage | None = None
+
+    @field_validator("systems")
+    @classmethod
+    def _unique_names(cls, systems: list[SystemSpec]) -> list[SystemSpec]:
+        names = [n for s in systems for n in (s.name, f"{s.name}-dpo" if s.dpo else None) if n]
+        clash = sorted({n for n in names if names.count(n) > 1} | ({"base", "base-fewshot"} & set(names)))
+        if clash:
+            raise ValueError(f"system names (and <name>-dpo) must be unique and not base or base-fewshot: "
+                             f"{', '.join(clash)}")
+        return systems
 
 
-PROFILES = {"quick": "demo-quick", "full": "demo-full"}
+PROFILES = {"quick": "demo-quick", "dpo": "demo-dpo", "full": "demo-full"}
 
 
 # ---- what the stages produce: stored in stages/<stage>.json, read back on a rerun -----------------------------
@@ -97,6 +127,8 @@ class TrainResult(BaseModel):
     first_loss: float | None
     last_loss: float | None
     steps: int
+    reward_margin: float | None = None  # DPO: the last step's mean chosen - rejected reward
+    reward_accuracy: float | None = None  # DPO: the last step's share of pairs with a positive margin
 
 
 class ServeResult(BaseModel):
@@ -109,6 +141,11 @@ class ServeResult(BaseModel):
 class EvalResult(BaseModel):
     run_dir: str
     rows: list[ScoreRow]
+
+
+class FollowupResult(BaseModel):
+    report: str  # followups.json
+    pass_rates: dict[str, float | None]  # kind -> share of conversations that changed the asked way
 
 
 R = TypeVar("R", bound=BaseModel)
@@ -180,13 +217,17 @@ def prepare_recipe(spec: StageSpec, out: Path):
     return _with(load_recipe(PrepareRecipe, spec.recipe, spec.overrides), output_dir=str(out / "datasets"))
 
 
-def train_recipe(spec: StageSpec, dataset: str, out: Path, tag: str):
-    """The train stage's recipe: the spec's, on `dataset`, as run `<out>/runs/<tag>`."""
+def train_recipe(spec: StageSpec, dataset: str, out: Path, tag: str, base: str | None = None):
+    """The train stage's recipe: the spec's, on `dataset`, as run `<out>/runs/<tag>` (from `base`, a model folder,
+    when given: DPO starts from the SFT export)."""
     from pipelines.train.recipe import TrainRecipe
 
     loaded = load_recipe(TrainRecipe, spec.recipe, spec.overrides)
-    return _with(loaded, data=loaded.data.model_copy(update={"path": dataset}),
-                 run=loaded.run.model_copy(update={"output_dir": str(out / "runs"), "name": tag}))
+    update: dict[str, Any] = {"data": loaded.data.model_copy(update={"path": dataset}),
+                              "run": loaded.run.model_copy(update={"output_dir": str(out / "runs"), "name": tag})}
+    if base is not None:
+        update["model"] = loaded.model.model_copy(update={"base": base})
+    return _with(loaded, **update)
 
 
 def serve_recipe(spec: ServeStage, model: str, run_dir: str):
@@ -223,11 +264,12 @@ def _prepare(spec: StageSpec, out: Path, address: str, tag: str, store: StageSto
 
 
 def _train(spec: StageSpec, data: DemoStageRecord[PrepareResult], out: Path, address: str, tag: str,
-           store: StageStore) -> DemoStageRecord[TrainResult]:
+           store: StageStore, start: DemoStageRecord[TrainResult] | None = None,
+           stage: str = "train") -> DemoStageRecord[TrainResult]:
     from pipelines.train.run import run_train
 
-    recipe = train_recipe(spec, data.result.path, out, tag)
-    key = _key("train", recipe_hash(recipe), data.key)
+    recipe = train_recipe(spec, data.result.path, out, tag, start.result.model if start else None)
+    key = _key(stage, recipe_hash(recipe), data.key, start.key if start else None)
 
     def go() -> TrainResult:
         import shutil
@@ -239,11 +281,13 @@ def _train(spec: StageSpec, data: DemoStageRecord[PrepareResult], out: Path, add
         lineage = json.loads((export / "lineage.json").read_text())
         steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
         losses = [s["loss"] for s in steps if "loss" in s]
+        last = steps[-1] if steps else {}
         return TrainResult(run_dir=str(run_dir), model=str(export / "model"), adapter=str(export / "adapter"),
                            lineage=lineage, first_loss=losses[0] if losses else None,
-                           last_loss=losses[-1] if losses else None, steps=len(losses))
+                           last_loss=losses[-1] if losses else None, steps=len(losses),
+                           reward_margin=last.get("reward_margin"), reward_accuracy=last.get("reward_accuracy"))
 
-    return store.run(f"train-{tag}", key, TrainResult, go, lambda r: (Path(r.model) / "config.json").exists())
+    return store.run(f"{stage}-{tag}", key, TrainResult, go, lambda r: (Path(r.model) / "config.json").exists())
 
 
 def _serve(spec: ServeStage, trained: DemoStageRecord[TrainResult], address: str,
@@ -319,19 +363,80 @@ def _evaluate(spec: EvalStage, model: str, label: str, upstream: str, out: Path,
     return store.run(f"evaluate-{label}", key, EvalResult, go, lambda r: Path(r.run_dir).exists())
 
 
+def followup_settings(spec: FollowupStage, model: str, label: str, out: Path):
+    from cluster.config import apply_overrides
+    from evaluation.followups import FollowupSettings
+
+    data = apply_overrides({}, spec.overrides)
+    data.update(languages=spec.languages, limit=spec.limit, output_dir=str(out / "followups"), run_id=label)
+    data.setdefault("engine", {})["model"] = model
+    return validate(FollowupSettings, data, "demo followups")
+
+
+def _followups(spec: FollowupStage, model: str, label: str, upstream: str, out: Path, address: str,
+               store: StageStore) -> DemoStageRecord[FollowupResult]:
+    from evaluation.followups import run_followups
+
+    settings = followup_settings(spec, model, label, out)
+    key = _key("followups", recipe_hash(settings), upstream)
+
+    def go() -> FollowupResult:
+        path, report = run_followups(settings, address=address)
+        return FollowupResult(report=str(path), pass_rates={k: v["pass_rate"] for k, v in report["kinds"].items()})
+
+    return store.run(f"followups-{label}", key, FollowupResult, go, lambda r: Path(r.report).exists())
+
+
+def _compare(recipe: DemoRecipe, systems: dict[str, DemoStageRecord[EvalResult]], out: Path) -> dict[str, Comparison]:
+    """Paired tests (`xalign evaluate compare`) of every trained system against the strongest untrained reference
+    (the few-shot base when scored, else the base), and of each DPO model against its own SFT model."""
+    from evaluation.compare import compare
+    from evaluation.significance import mcnemar_exact
+
+    reference = "base-fewshot" if "base-fewshot" in systems else "base"
+    pairs = [(reference, name) for name in systems if name not in ("base", "base-fewshot")]
+    pairs += [(name.removesuffix("-dpo"), name) for name in systems if name.endswith("-dpo")]
+    found: dict[str, Comparison] = {}
+    for a, b in pairs:
+        folder, result = compare(systems[a].result.run_dir, systems[b].result.run_dir,
+                                 out=out / "compare" / f"{a}-vs-{b}")
+        directions = result["directions"]
+        chrf = {k: v["chrf"] for k, v in directions.items() if "chrf" in v}
+        off = {k: v["off_target"] for k, v in directions.items() if "off_target" in v}
+        only_a, only_b = sum(v["only_base"] for v in off.values()), sum(v["only_new"] for v in off.values())
+        found[f"{a}-vs-{b}"] = Comparison(
+            baseline=a, system=b, folder=str(folder),
+            chrf_wins=sum(1 for v in chrf.values() if v["delta"] > 0),
+            chrf_significant_wins=sum(1 for v in chrf.values() if v["significant"] and v["delta"] > 0),
+            chrf_significant_losses=sum(1 for v in chrf.values() if v["significant"] and v["delta"] < 0),
+            directions=len(directions), chrf={k: _cell(v) for k, v in chrf.items()},
+            off_target_only_baseline=only_a, off_target_only_system=only_b,
+            off_target_p=mcnemar_exact(only_a, only_b))
+    return found
+
+
+def _cell(v: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.get(k) for k in ("base", "new", "delta", "p_value", "significant", "base_ci", "new_ci")}
+
+
 # ---- the summary: summary.json, report.md and the console table -------------------------------------------------
 
 
 @dataclass(frozen=True)
 class DemoStages:
-    """What the stages of one demo produced, in the order they ran."""
+    """What the stages of one demo produced, in the order they ran. `trained` and `datasets` are keyed by the scored
+    system's name (`<name>` for SFT, `<name>-dpo` after DPO); the first is the served one."""
 
-    data: DemoStageRecord[PrepareResult]
-    tuned: DemoStageRecord[TrainResult]
+    datasets: dict[str, DemoStageRecord[PrepareResult]]
+    trained: dict[str, DemoStageRecord[TrainResult]]
     served: DemoStageRecord[ServeResult]
     systems: dict[str, DemoStageRecord[EvalResult]]
-    ablation_data: DemoStageRecord[PrepareResult] | None = None
-    ablation: DemoStageRecord[TrainResult] | None = None
+    comparisons: dict[str, Comparison]
+    followups: dict[str, FollowupResult]
+
+    @property
+    def primary(self) -> str:
+        return next(iter(self.trained))
 
 
 def run_demo(recipe: DemoRecipe, address: str | None = None, verbose: bool = False) -> Path:
@@ -357,47 +462,79 @@ def run_demo(recipe: DemoRecipe, address: str | None = None, verbose: bool = Fal
     return out
 
 
+def train_systems(recipe: DemoRecipe, out: Path, addr: str, store: StageStore) -> tuple[
+        dict[str, DemoStageRecord[PrepareResult]], dict[str, DemoStageRecord[TrainResult]]]:
+    """Prepare and train every system (SFT, then DPO from the SFT export where the system has it); both dicts are
+    keyed by the name each trained model is scored under."""
+    datasets: dict[str, DemoStageRecord[PrepareResult]] = {}
+    trained: dict[str, DemoStageRecord[TrainResult]] = {}
+    for system in recipe.systems:
+        data = _prepare(system.prepare, out, addr, system.name, store)
+        sft = trained[system.name] = _train(recipe.train, data, out, addr, system.name, store)
+        datasets[system.name] = data
+        if system.dpo is not None:
+            name = f"{system.name}-dpo"
+            trained[name] = _train(system.dpo, data, out, addr, name, store, start=sft, stage="dpo")
+            datasets[name] = data
+    return datasets, trained
+
+
 def _run_stages(recipe: DemoRecipe, out: Path, addr: str, store: StageStore) -> DemoStages:
-    data = _prepare(recipe.prepare, out, addr, "xling", store)
-    tuned = _train(recipe.train, data, out, addr, "xling", store)
-    abl_data = abl = None
-    if recipe.ablation is not None:
-        abl_data = _prepare(recipe.ablation, out, addr, "noxling", store)
-        abl = _train(recipe.train, abl_data, out, addr, "noxling", store)
-    served = _serve(recipe.serve, tuned, addr, store)
+    datasets, trained = train_systems(recipe, out, addr, store)
+    primary = trained[recipe.systems[0].name]
+    served = _serve(recipe.serve, primary, addr, store)
     ev = recipe.evaluate
-    systems = {"base": _evaluate(ev, "default", "base", "base-model", out, addr, store),
-               "tuned": _evaluate(ev, tuned.result.model, "tuned", tuned.key, out, addr, store)}
-    if abl is not None:
-        systems["tuned-noxling"] = _evaluate(ev, abl.result.model, "tuned-noxling", abl.key, out, addr, store)
+    systems = {"base": _evaluate(ev, "default", "base", "base-model", out, addr, store)}
     if ev.few_shot_base:
         systems["base-fewshot"] = _evaluate(ev, "default", "base-fewshot", "base-model", out, addr, store,
                                             few_shot=True)
-    return DemoStages(data=data, tuned=tuned, served=served, systems=systems, ablation_data=abl_data, ablation=abl)
+    for name, run in trained.items():
+        systems[name] = _evaluate(ev, run.result.model, name, run.key, out, addr, store)
+    followups = {}
+    if recipe.followups is not None:  # the base model and the served system
+        for name, model, key in (("base", "default", "base-model"),
+                                 (recipe.systems[0].name, primary.result.model, primary.key)):
+            followups[name] = _followups(recipe.followups, model, name, key, out, addr, store).result
+    return DemoStages(datasets=datasets, trained=trained, served=served, systems=systems,
+                      comparisons=_compare(recipe, systems, out), followups=followups)
+
+
+def _checkpoint(run: DemoStageRecord[TrainResult]) -> CheckpointLink:
+    lin = run.result.lineage
+    return CheckpointLink(run_dir=run.result.run_dir, export=run.result.model, stage_key=run.key,
+                          dataset_id=lin.get("dataset_id"), step=lin.get("step"), base_model=lin.get("base_model"))
+
+
+def _stats(run: DemoStageRecord[TrainResult]) -> TrainStats:
+    r = run.result
+    return TrainStats(first_loss=r.first_loss, last_loss=r.last_loss, steps=r.steps, run_dir=r.run_dir,
+                      reward_margin=r.reward_margin, reward_accuracy=r.reward_accuracy)
 
 
 def _summarize(recipe: DemoRecipe, out: Path, stages: DemoStages, seconds: float) -> DemoSummary:
-    data, tuned, served = stages.data, stages.tuned, stages.served
-    lin = tuned.result.lineage
+    primary = stages.primary
+    data, tuned, served = stages.datasets[primary], stages.trained[primary], stages.served
     lineage = Lineage(
         dataset=DatasetLink(path=data.result.path, dataset_id=data.result.dataset_id, stage_key=data.key),
-        checkpoint=CheckpointLink(run_dir=tuned.result.run_dir, export=tuned.result.model, stage_key=tuned.key,
-                                  dataset_id=lin.get("dataset_id"), step=lin.get("step"),
-                                  base_model=lin.get("base_model")),
+        checkpoint=_checkpoint(tuned),
         deployment=DeploymentLink(model=served.result.model, served_models=served.result.served_models,
                                   stage_key=served.key),
         scores={name: ScoresLink(run_dir=s.result.run_dir, stage_key=s.key) for name, s in stages.systems.items()},
-        ablation=AblationLink(dataset_id=stages.ablation_data.result.dataset_id,
-                              run_dir=stages.ablation.result.run_dir)
-        if stages.ablation is not None and stages.ablation_data is not None else None,
+        trained={name: _checkpoint(run) for name, run in stages.trained.items()},
     )
-    timed = {"prepare": data, "train": tuned, "serve": served, **stages.systems}
+    timed: dict[str, DemoStageRecord[Any]] = {}
+    for name in stages.trained:
+        timed[f"prepare-{name}"] = stages.datasets[name]
+        timed[f"{'dpo' if name.endswith('-dpo') else 'train'}-{name}"] = stages.trained[name]
+    timed["serve"] = served
+    timed.update({f"evaluate-{name}": s for name, s in stages.systems.items()})
     summary = DemoSummary(
-        demo=recipe.name, seconds=round(seconds, 1), stage_seconds={k: v.seconds for k, v in timed.items()},
-        train=TrainStats(first_loss=tuned.result.first_loss, last_loss=tuned.result.last_loss,
-                         steps=tuned.result.steps),
+        demo=recipe.name, seconds=round(seconds, 1),
+        stage_seconds={k: v.seconds for k, v in timed.items() if not (k.startswith("prepare-") and k.endswith("-dpo"))},
+        train=_stats(tuned), trained={name: _stats(run) for name, run in stages.trained.items()},
         lineage=lineage, exchanges=served.result.exchanges,
-        systems={name: s.result.rows for name, s in stages.systems.items()},
+        systems={name: s.result.rows for name, s in stages.systems.items()}, comparisons=stages.comparisons,
+        followups={name: f.pass_rates for name, f in stages.followups.items()},
     )
     (out / "summary.json").write_text(summary.to_json())
     report = write_report(out, summary)
@@ -424,6 +561,11 @@ def _print_summary(summary: DemoSummary, report: Path) -> None:
     console.print(f"[bold]lineage[/bold]: dataset {lin.dataset.dataset_id[:12]} → checkpoint "
                   f"{Path(lin.checkpoint.run_dir).name} (step {lin.checkpoint.step}) → deployment "
                   f"{', '.join(lin.deployment.served_models)} → scores {', '.join(lin.scores)}")
+    for c in summary.comparisons.values():
+        console.print(f"{c.system} vs {c.baseline}: chrF higher in {c.chrf_wins}/{c.directions} directions "
+                      f"({c.chrf_significant_wins} significantly, {c.chrf_significant_losses} significantly lower); "
+                      f"off-target segments {c.off_target_only_baseline} only in {c.baseline}, "
+                      f"{c.off_target_only_system} only in {c.system} (McNemar p={c.off_target_p:.3g})")
     console.print(f"train loss {summary.train.first_loss} → {summary.train.last_loss} "
                   f"over {summary.train.steps} steps; demo took {summary.seconds:.0f}s")
     console.print(f"report: {report}")
@@ -434,7 +576,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("demo", help="the main job: prepare -> train -> serve -> evaluate, base vs tuned")
     p.add_argument("--profile", choices=sorted(PROFILES), default="quick",
-                   help="quick: a few minutes on 2 CPU cores; full: the run behind docs/RESULTS.md")
+                   help="quick: a few minutes on 2 CPU cores; dpo: SFT then DPO (xLLMs-100), about half an hour; "
+                        "full: every system side by side, the run behind docs/RESULTS.md")
     add_recipe_args(p)
     add_address_arg(p)
     add_verbose_arg(p)

@@ -4,8 +4,9 @@ Two APIs: `chat` posts the canonical translation messages from `cluster.prompts`
 `/v1/chat/completions` (the server renders them with xalign's chat template, which reproduces
 `cluster.prompts.render_text`); `translate` posts `{text, source_lang, target_lang}` to xalign's
 `/v1/translate` and lets the server build the same prompt (its off-target guard is off unless
-`endpoint.guard` says otherwise, so the score is the model's, not the guard's retries). Requests run
-`concurrency` at a time with retries (tenacity) on connection errors, 429 and 5xx.
+`endpoint.guard` says otherwise, so the score is the model's, not the guard's retries). Every request names
+`generation.repetition_penalty` (1.0 by default), so a server default such as xalign serve's does not change
+what is measured. Requests run `concurrency` at a time with retries (tenacity) on connection errors, 429 and 5xx.
 """
 
 from __future__ import annotations
@@ -66,15 +67,17 @@ class EndpointClient:
             if self.settings.api != "chat":
                 raise EndpointError("generation.prompt=few_shot needs endpoint.api=chat (OpenAI /v1/completions)")
             body = {"model": self.model, "prompt": row["few_shot"], "max_tokens": g.max_tokens,
-                    "temperature": g.temperature, "stop": stop_strings("few_shot")}
+                    "temperature": g.temperature, "repetition_penalty": g.repetition_penalty,
+                    "stop": stop_strings("few_shot")}
             return "/v1/completions", body
         if self.settings.api == "chat":
             body = {"model": self.model, "messages": messages(row, g.template), "max_tokens": g.max_tokens,
-                    "temperature": g.temperature, "stop": [prompts.END]}
+                    "temperature": g.temperature, "repetition_penalty": g.repetition_penalty, "stop": [prompts.END]}
             return "/v1/chat/completions", body
         body = {"text": row["source"], "source_lang": languages.get(row["src"]).code,
                 "target_lang": languages.get(row["tgt"]).code, "max_tokens": g.max_tokens,
-                "temperature": g.temperature, "guard": self.settings.guard, "model": self.settings.model}
+                "temperature": g.temperature, "repetition_penalty": g.repetition_penalty, "guard": self.settings.guard,
+                "model": self.settings.model}
         return "/v1/translate", {k: v for k, v in body.items() if v is not None}
 
     @staticmethod

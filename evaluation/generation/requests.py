@@ -52,6 +52,10 @@ def split_shots(full: DirectionData, k: int, limit: int | None) -> tuple[Directi
 
 
 def messages(row: dict[str, Any], template: int = 0) -> list[dict[str, str]]:
+    """The chat a row asks to continue: its own conversation (`messages`, JSON: a follow-up turn) or the
+    translation instruction."""
+    if row.get("messages"):
+        return json.loads(row["messages"])
     return prompts.translation_messages(row["src"], row["tgt"], row["source"], template=template)
 
 

@@ -44,6 +44,7 @@ class VLLMTranslator:
         self.params = {
             style: SamplingParams(
                 max_tokens=self.gen.max_tokens, temperature=self.gen.temperature, seed=settings.seed,
+                repetition_penalty=self.gen.repetition_penalty,
                 stop=stop_strings(style), stop_token_ids=stop_token_ids(model_path, self.tokenizer),
             )
             for style in ("chat", "few_shot")

@@ -7,6 +7,7 @@ from evaluation.metrics.bleu import Bleu
 from evaluation.metrics.chrf import ChrF, ChrFPlusPlus
 from evaluation.metrics.comet import Comet
 from evaluation.metrics.off_target import OffTarget
+from evaluation.metrics.repetition import Repetition
 from evaluation.metrics.settings import METRIC_NAMES, MetricsSettings
 from evaluation.metrics.ter import Ter
 
@@ -17,6 +18,7 @@ METRICS: dict[str, type[Metric]] = {
     "ter": Ter,
     "comet": Comet,
     "off_target": OffTarget,
+    "repetition": Repetition,
 }
 assert tuple(METRICS) == METRIC_NAMES, "settings.METRIC_NAMES and the registry list the same metrics"
 

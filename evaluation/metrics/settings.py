@@ -7,11 +7,11 @@ from pydantic import Field, field_validator
 from cluster.config import Strict
 
 # The registry (`evaluation.metrics.registry`) maps each of these names to its class.
-METRIC_NAMES: tuple[str, ...] = ("bleu", "chrf", "chrf++", "ter", "comet", "off_target")
+METRIC_NAMES: tuple[str, ...] = ("bleu", "chrf", "chrf++", "ter", "comet", "off_target", "repetition")
 
 
 class MetricsSettings(Strict):
-    names: list[str] = Field(default_factory=lambda: ["bleu", "chrf", "chrf++", "ter", "off_target"])
+    names: list[str] = Field(default_factory=lambda: ["bleu", "chrf", "chrf++", "ter", "off_target", "repetition"])
     sentence_level: bool = True  # per-segment scores in the generations files
     bleu_tokenize: str = "auto"  # auto: zh for Chinese, ja-mecab (if installed) for Japanese, else 13a
     comet_model: str | None = None  # a COMET checkpoint (model.ckpt or the folder holding checkpoints/)

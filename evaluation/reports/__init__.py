@@ -28,11 +28,12 @@ def make_plots(doc: dict[str, Any], base: dict[str, Any] | None = None, base_lab
     out: dict[str, bytes] = {}
     for metric in [m for m in ("bleu", "chrf", "comet") if m in doc["run"]["metrics"]]:
         out[f"{tables.LABELS[metric]} per direction"] = plots.per_language_bars(doc, metric)
-    if "off_target" in doc["run"]["metrics"]:
-        out["Off-target rate per direction"] = plots.off_target_bars(doc)
+    for metric, (_, title) in plots.RATE_PLOTS.items():
+        if metric in doc["run"]["metrics"]:
+            out[f"{title} per direction"] = plots.rate_bars(doc, metric)
     if base is not None:
         new_label = next(iter(doc["systems"]))
-        for metric in [m for m in ("bleu", "chrf", "comet", "off_target")
+        for metric in [m for m in ("bleu", "chrf", "comet", "off_target", "repetition")
                        if m in doc["run"]["metrics"] and m in base["run"]["metrics"]]:
             out[f"{tables.LABELS[metric]} change vs {base_label}"] = plots.delta_bars(
                 doc, base, metric, base_label, new_label)

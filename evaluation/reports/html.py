@@ -53,6 +53,8 @@ def render(doc: dict[str, Any], plots: dict[str, bytes], delta: Table | None = N
     parts += ["<h2>Scores by direction</h2>", html_table(tables.direction_table(doc))]
     if "off_target" in run["metrics"]:
         parts += ["<h2>Off-target confusion</h2>", html_table(tables.confusion_table(doc))]
+    if "repetition" in run["metrics"]:
+        parts += ["<h2>Repetition loops</h2>", html_table(tables.repetition_table(doc))]
     parts += ["<h2>Signatures</h2>", html_table(tables.signature_table(doc))]
     body = "\n".join(parts)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'

@@ -1,4 +1,5 @@
-"""README-ready Markdown: identity, per-direction scores, averages, off-target confusion, signatures."""
+"""README-ready Markdown: identity, per-direction scores, averages, off-target confusion, repetition loops,
+signatures."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ def render(doc: dict[str, Any], plots: dict[str, str], delta: Table | None = Non
         parts += [f"## Change against `{base_id}`", md_table(delta)]
     if "off_target" in run["metrics"]:
         parts += ["## Off-target confusion", md_table(tables.confusion_table(doc))]
+    if "repetition" in run["metrics"]:
+        parts += ["## Repetition loops", md_table(tables.repetition_table(doc))]
     if plots:
         parts += ["## Plots", *[f"![{title}]({path})" for title, path in plots.items()]]
     parts += ["## Signatures", md_table(tables.signature_table(doc))]

@@ -1,4 +1,5 @@
-"""Report plots (matplotlib, Agg): per-language bars, base-vs-tuned deltas, off-target rates. Each returns PNG bytes."""
+"""Report plots (matplotlib, Agg): per-language bars, base-vs-tuned deltas, off-target and repetition-loop rates.
+Each returns PNG bytes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from evaluation.aggregate import GROUP_ORDER
-from evaluation.reports.tables import LABELS
+from evaluation.reports.tables import LABELS, LOWER_IS_BETTER
 
 
 def _png(fig: Any) -> bytes:
@@ -71,23 +72,33 @@ def per_language_bars(doc: dict[str, Any], metric: str) -> bytes:
     return _png(fig)
 
 
-def off_target_bars(doc: dict[str, Any]) -> bytes:
+RATE_PLOTS = {"off_target": ("off-target % (of judged)", "Off-target rate"),
+              "repetition": ("looping % (of hypotheses)", "Repetition-loop rate")}
+
+
+def rate_bars(doc: dict[str, Any], metric: str) -> bytes:
+    """A % of segments flagged (off-target, repetition loops): one panel, every direction."""
+    ylabel, title = RATE_PLOTS[metric]
     fig, axes = _figure(1, height=3.2)
     keys = list(doc["run"]["directions"])
-    lookup = {(r["system"], r["direction"]): r["scores"].get("off_target") for r in doc["rows"]}
+    lookup = {(r["system"], r["direction"]): r["scores"].get(metric) for r in doc["rows"]}
     series = {s: [lookup.get((s, k)) for k in keys] for s in doc["systems"]}
-    _grouped_bars(axes[0], keys, series, "off-target % (of judged)")
-    axes[0].set_title("Off-target rate per direction (lower is better)", fontsize=10)
+    _grouped_bars(axes[0], keys, series, ylabel)
+    axes[0].set_title(f"{title} per direction (lower is better)", fontsize=10)
     return _png(fig)
 
 
+def off_target_bars(doc: dict[str, Any]) -> bytes:
+    return rate_bars(doc, "off_target")
+
+
 def delta_bars(doc: dict[str, Any], base: dict[str, Any], metric: str, base_label: str, new_label: str) -> bytes:
-    """new − base per direction; green where the new run is better (for TER and off-target: lower)."""
+    """new − base per direction; green where the new run is better (for TER and the rates: lower)."""
     b = {r["direction"]: r["scores"].get(metric) for r in base["rows"]}
     keys = [r["direction"] for r in doc["rows"] if b.get(r["direction"]) is not None
             and r["scores"].get(metric) is not None]
     deltas = [next(r for r in doc["rows"] if r["direction"] == k)["scores"][metric] - b[k] for k in keys]
-    lower_better = metric in ("ter", "off_target")
+    lower_better = metric in LOWER_IS_BETTER
     colors = ["tab:green" if (d < 0 if lower_better else d > 0) else "tab:red" for d in deltas]
     fig, axes = _figure(1, height=3.2)
     ax = axes[0]

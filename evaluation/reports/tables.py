@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 LABELS = {"bleu": "BLEU", "chrf": "chrF", "chrf++": "chrF++", "ter": "TER", "comet": "COMET",
-          "off_target": "off-target %"}
-LOWER_IS_BETTER = {"ter", "off_target"}
+          "off_target": "off-target %", "repetition": "repetition %"}
+LOWER_IS_BETTER = {"ter", "off_target", "repetition"}
+RATES = {"off_target", "repetition"}  # % of segments flagged
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -16,7 +17,7 @@ def fmt(metric: str, value: float | None) -> str:
         return "–"
     if metric == "comet":
         return f"{value:.4f}"
-    if metric == "off_target":
+    if metric in RATES:
         return f"{value:.1f}"
     return f"{value:.2f}"
 
@@ -73,6 +74,19 @@ def confusion_table(doc: dict[str, Any], top: int = 3) -> Table:
             continue
         tops = ", ".join(f"{lang} ×{n}" for lang, n in list(d["confusion"].items())[:top]) or "–"
         body.append([r["system"], r["direction"], str(d["off_target"]), str(d["judged"]), str(d["undetermined"]), tops])
+    return head, body
+
+
+def repetition_table(doc: dict[str, Any], top: int = 3) -> Table:
+    """Directions with looping hypotheses: how many, and what repeats."""
+    head = ["system", "direction", "looping", "hypotheses", "excused", "repeated units (first 3)"]
+    body = []
+    for r in doc["rows"]:
+        d = r["details"].get("repetition")
+        if not d or not d["looping"]:
+            continue
+        units = ", ".join(f"“{e['unit'].strip()[:40]}” ×{e['copies']:g}" for e in d["examples"][:top]) or "–"
+        body.append([r["system"], r["direction"], str(d["looping"]), str(d["hypotheses"]), str(d["excused"]), units])
     return head, body
 
 

@@ -171,13 +171,22 @@ class TranslationBuilder(_Builder):
 
 
 class InteractiveBuilder(_Builder):
-    """Multi-turn interactive translation from multi-way parallel text (BayLing)."""
+    """Multi-turn interactive translation from multi-way parallel text (BayLing).
+
+    `shorter` is taught from the text itself (`lead_sentence`: a two-sentence passage shortened to its lead
+    sentence); `formal` has no such source and is built only where the source has rewrite files (`variants`).
+    """
 
     type: Literal["interactive"]
     turns: int = Field(2, ge=2, le=6, description="assistant turns: the translation plus turns-1 follow-ups")
     follow_ups: dict[str, float] = Field(
         default_factory=lambda: {"retarget": 1.0, "formal": 1.0, "shorter": 1.0},
-        description="follow-up kinds and weights; rewrites only where the source has them",
+        description="follow-up kinds and weights; formal only where the source has rewrite files",
+    )
+    lead_sentence: float = Field(
+        0.25, ge=0, le=1,
+        description="share of conversations about a two-sentence passage (lines i and i+1 of one article) whose "
+        "`shorter` follow-up is answered by the lead sentence (lead-1); needs follow_ups.shorter > 0; 0: off",
     )
     from_pivot_share: float = Field(0.5, ge=0, le=1, description="share of conversations that start from the pivot")
     templates: Templates = "all"

@@ -141,7 +141,9 @@ def check_tokenizer(info: DatasetInfo, model_dir: Path) -> None:
     from cluster.tokenizer import tokenizer_identity
 
     ours = tokenizer_identity(model_dir)
-    if ours["tokenizer_sha256"] != recorded["tokenizer_sha256"]:
+    # Same token ids is what matters; manifests written before that digest existed compare the files' hash.
+    key = "token_ids_sha256" if "token_ids_sha256" in recorded else "tokenizer_sha256"
+    if ours[key] != recorded[key]:
         raise DatasetError(
             f"{info.path}/manifest.json: tokenizer: the dataset was tokenized with {recorded.get('name')!r} "
             f"(vocab {recorded.get('vocab_size')}), but model.base {model_dir} has {ours['name']!r} "

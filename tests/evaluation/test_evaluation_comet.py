@@ -85,7 +85,7 @@ def test_comet_in_a_scored_run(tiny_comet, cluster, tmp_path):
                  "--output", str(tmp_path / "out"), "run_id=c", "metrics.comet_batch_size=2"]) == 0
     run = find_run("c", tmp_path / "out")
     row = read_scores(run)["rows"][0]
-    assert set(row["scores"]) == {"bleu", "chrf", "chrf++", "ter", "off_target", "comet"}
+    assert set(row["scores"]) == {"bleu", "chrf", "chrf++", "ter", "off_target", "repetition", "comet"}
     gen = read_generations(run, "hyps", "en-de")
     assert row["scores"]["comet"] == pytest.approx(sum(g["scores"]["comet"] for g in gen) / 3)
     assert "COMET" in (run.root / "report.md").read_text()

@@ -48,6 +48,8 @@ def hyp_dirs(tmp_path_factory):
         systems = {"good": ref, "bad": _degrade(ref, 1)}
         if pair == "en-fr":  # German where French was asked for: all off-target
             systems["bad"] = read_lines(FLORES / "deu_Latn.dev")
+        if pair == "en-zh":  # the first 6 of 60 caught in a loop until the token limit
+            systems["bad"] = [line + "很好的例子。" * 10 if i < 6 else line for i, line in enumerate(systems["bad"])]
         for name, lines in systems.items():
             (root / name).mkdir(exist_ok=True)
             (root / name / f"{pair}.txt").write_text("".join(x + "\n" for x in lines), encoding="utf-8")
@@ -78,10 +80,14 @@ def test_multi_system_run_reports(cluster, hyp_dirs, tmp_path):
     assert agg[("bad", "X->zh")]["directions"] == 1 and agg[("bad", "all")]["directions"] == 4
     pooled = agg[("bad", "all")]["off_target_pooled"]
     assert pooled["off_target"] == sum(rows[("bad", k)]["details"]["off_target"]["off_target"] for k in PAIRS) >= 60
+    assert rows[("bad", "en-zh")]["scores"]["repetition"] == pytest.approx(10.0)
+    assert rows[("bad", "en-zh")]["details"]["repetition"]["looping"] == 6
+    assert all(rows[("good", k)]["scores"]["repetition"] == 0.0 for k in PAIRS)  # references never loop
+    assert agg[("bad", "all")]["repetition_pooled"] == {"rate": pytest.approx(2.5), "looping": 6, "hypotheses": 240}
     # Generations keep id, source, references, hypothesis and sentence scores; hyps/ can be re-scored.
     gen = read_generations(run, "bad", "en-de")
     assert len(gen) == 60 and gen[0]["id"] == read_lines(FLORES / "ids.txt")[0]
-    assert set(gen[0]["scores"]) == {"bleu", "chrf", "chrf++", "ter", "off_target"}
+    assert set(gen[0]["scores"]) == {"bleu", "chrf", "chrf++", "ter", "off_target", "repetition"}
     assert (run.root / "hyps" / "bad" / "en-de.txt").read_text().count("\n") == 60
     meta = json.loads((run.root / "generations" / "bad" / "en-de.meta.json").read_text())
     assert meta["model"]["kind"] == "hypotheses" and meta["direction"]["groups"] == ["en->X"]
@@ -93,8 +99,9 @@ def test_multi_system_run_reports(cluster, hyp_dirs, tmp_path):
     assert "nrefs:1|case:mixed|eff:no|tok:zh" in md.replace("\\|", "|")
     assert page.count("data:image/png;base64,") >= 3 and "<table>" in page
     pngs = sorted(p.name for p in (run.root / "plots").glob("*.png"))
-    assert "off-target-rate-per-direction.png" in pngs and all((run.root / "plots" / p).stat().st_size > 1000
-                                                               for p in pngs)
+    assert {"off-target-rate-per-direction.png", "repetition-loop-rate-per-direction.png"} <= set(pngs)
+    assert all((run.root / "plots" / p).stat().st_size > 1000 for p in pngs)
+    assert "## Repetition loops" in md and "| bad | en-zh | 6 | 60 |" in md and "Repetition loops" in page
     assert f"![BLEU per direction](plots/{next(p for p in pngs if p.startswith('bleu'))})" in md
 
 
@@ -107,7 +114,11 @@ def test_compare_with_paired_bootstrap(cluster, hyp_dirs, tmp_path):
     de = result["directions"]["en-de"]
     assert de["bleu"]["new"] == pytest.approx(100.0) and de["bleu"]["delta"] > 30
     assert de["bleu"]["p_value"] < 0.05 and de["bleu"]["significant"] is True
-    assert de["off_target"]["p_value"] is None and result["directions"]["en-fr"]["off_target"]["delta"] == -100.0
+    # Off-target is a rate: McNemar's exact test on the paired per-segment verdicts.
+    fr = result["directions"]["en-fr"]["off_target"]
+    assert fr["delta"] == -100.0 and fr["only_base"] == fr["segments"] and fr["only_new"] == 0
+    assert fr["significant"] is True and fr["p_value"] < 1e-6
+    assert de["off_target"]["p_value"] == 1.0 and de["off_target"]["significant"] is False
     assert set(result["tested"]) == {"bleu", "chrf", "chrf++", "ter"} and result["skipped"] == {}
     for name in ("compare.json", "compare.md", "compare.html"):
         assert (folder / name).is_file()

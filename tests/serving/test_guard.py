@@ -65,8 +65,10 @@ def test_strict_retry_reasks_the_first_turn_with_the_strict_instruction():
     assert used == "strict"
     # The bad answer is not shown; the user turn is replaced, whatever came before it is kept.
     assert messages == [system, *prompts.translation_messages("eng_Latn", "fra_Latn", FOX, strict=True)]
-    assert messages[-1]["content"].endswith(
-        "\n\nAnswer only with the French translation, written in French, and nothing else.")
+    # The strict sentence goes first, so the template's closing "French:" cue is still what the model reads last.
+    assert messages[-1]["content"].startswith(
+        "Answer only with the French translation, written in French, and nothing else.\n\n")
+    assert messages[-1]["content"].endswith("\nFrench:")
 
 
 def _turns(messages: list[dict[str, str]]) -> list[tuple[str, str]]:

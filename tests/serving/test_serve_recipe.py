@@ -57,10 +57,18 @@ def test_serve_app_args_are_a_recipe_and_overrides(tmp_path: Path):
     ("deployment.autoscaling.min_replicas=3", "max_replicas"),
     ("http.route_prefix=api", "route_prefix"),
     ("limits.colour=red", "colour"),
+    ("sampling.repetition_penalty=0", "repetition_penalty"),
+    ("sampling.repetition_penalty=2.5", "repetition_penalty"),
 ])
 def test_bad_recipe_names_the_field(override: str, field: str):
     with pytest.raises(RecipeError, match=field):
         load_serve_recipe("serve-tiny", [override])
+
+
+def test_repetition_penalty_defaults_to_1_1():
+    for name in ("serve-default", "serve-tiny"):
+        assert load_serve_recipe(name).sampling.repetition_penalty == 1.1
+    assert load_serve_recipe("serve-tiny", ["sampling.repetition_penalty=1.0"]).sampling.repetition_penalty == 1.0
 
 
 def test_serve_config_is_a_rayservice_serve_config_v2():
@@ -167,6 +175,43 @@ def test_body_limit_before_parsing():
     with _api(None) as c:
         r = c.post("/v1/translate", content=b"x" * 3000, headers={"Content-Type": "application/json"})
         assert r.status_code == 413 and r.json()["error"]["param"] == "body"
+
+
+_GENERATING = {"/v1/translate": {"text": "Good morning.", "target_lang": "de"},
+               "/v1/chat/completions": {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]},
+               "/v1/completions": {"model": "tiny", "prompt": "hi"}}
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    *((path, v) for path in _GENERATING for v in (0, -1, "x")),
+    ("/v1/translate", 2.5),  # the translate API caps it at 2; the OpenAI routes keep vLLM's range (> 0)
+])
+def test_bad_repetition_penalty_is_422_naming_it(path: str, value):
+    """Refused by the request schema, before any engine work (this app has no engine)."""
+    body = _GENERATING[path]
+    with _api(None) as c:
+        r = c.post(path, json={**body, "repetition_penalty": value})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "repetition_penalty", r.text
+
+
+def test_openapi_publishes_repetition_penalty():
+    """The field is in the published schema of every generating route, a valid JSON Schema that accepts what the
+    API accepts."""
+    import jsonschema
+
+    with _api(None) as c:
+        spec = c.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for name in ("TranslateRequest", "ChatCompletionRequest", "CompletionRequest"):
+        assert "repetition_penalty" in schemas[name]["properties"], name
+    translate = {**schemas["TranslateRequest"], "components": spec["components"]}
+    jsonschema.Draft202012Validator.check_schema(translate)
+    check = jsonschema.Draft202012Validator(translate)
+    base = {"text": "Good morning.", "target_lang": "de"}
+    assert check.is_valid(base) and check.is_valid({**base, "repetition_penalty": 1.2})
+    assert check.is_valid({**base, "repetition_penalty": None})
+    for bad in (0, -1, 2.5, "x"):
+        assert not check.is_valid({**base, "repetition_penalty": bad}), bad
 
 
 def test_cors_off_by_default_and_on_when_configured():

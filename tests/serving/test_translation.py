@@ -150,6 +150,37 @@ def test_batch_items_keep_their_order_and_sources(bench: Bench):
     assert resp.usage.completion_tokens == sum(it.usage.completion_tokens for it in resp.items)
 
 
+# ---- decoding defaults -------------------------------------------------------------------------------------
+
+
+def test_server_repetition_penalty_applies_unless_the_request_sets_one(bench: Bench):
+    """The recipe's `sampling.repetition_penalty` (1.1) is the default of every route; a request's value wins."""
+    from serving.context import ServerContext
+    from serving.openai_protocol import ChatCompletionRequest, CompletionRequest
+    from serving.routes.openai import _params
+
+    gen = bench.gen
+    assert gen.recipe.sampling.repetition_penalty == 1.1
+    # /v1/translate: the parameters the Translator builds.
+    assert gen.sampling(max_tokens=8).repetition_penalty == 1.1
+    assert gen.sampling(max_tokens=8, repetition_penalty=1.0).repetition_penalty == 1.0
+    # OpenAI routes: vLLM's to_sampling_params over the server's defaults, as the route calls it.
+    ctx = ServerContext(gen.recipe, gen, bench.translator, None, bench.metrics, None)  # type: ignore[arg-type]
+    ids = gen.encode_chat(FR_FIRST)
+    chat = {"model": "tiny", "messages": FR_FIRST}
+    assert _params(ctx, ChatCompletionRequest.model_validate(chat), ids, 8, "max_tokens").repetition_penalty == 1.1
+    own = ChatCompletionRequest.model_validate({**chat, "repetition_penalty": 1.3})
+    assert _params(ctx, own, ids, 8, "max_tokens").repetition_penalty == 1.3
+    plain = CompletionRequest.model_validate({"model": "tiny", "prompt": "Hello"})
+    assert _params(ctx, plain, gen.encode_text("Hello"), 8, "max_tokens").repetition_penalty == 1.1
+    # And the request's value reaches the engine: the tiny model's greedy answer changes with the penalty,
+    # and leaving it out answers exactly as the server's 1.1 does.
+    body = {"text": FOX, "source_lang": "en", "target_lang": "de", "guard": False, "max_tokens": 16}
+    answers = {rp: bench.translate(**body, repetition_penalty=rp).translations[0] for rp in (1.0, 1.1, 2.0)}
+    assert bench.translate(**body).translations[0] == answers[1.1]
+    assert len(set(answers.values())) > 1, answers
+
+
 # ---- the guard's policy ------------------------------------------------------------------------------------
 
 

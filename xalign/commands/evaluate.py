@@ -6,6 +6,7 @@
     xalign evaluate --suite flores200-demo --model default generation.prompt=few_shot
     xalign evaluate --suite flores200-quick --model default --resume RUN_ID
     xalign evaluate compare RUN_A RUN_B
+    xalign evaluate followups --model runs/<id>/export --limit 20 --languages de,sw
 
 `xalign evaluate --suite ...` is `xalign evaluate run --suite ...` (the default sub-command). Recipe keys are set as
 `key=value` overrides; the flags that name a key (`--model` is `engine.model=...`) are spellings of exactly that
@@ -21,7 +22,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cluster.config import RecipeError, find_recipe, load_recipe, parse_override
+from cluster.config import RecipeError, apply_overrides, find_recipe, load_recipe, parse_override, validate
 from xalign.commands.args import (
     Parser,
     add_address_arg,
@@ -40,10 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="score a model on a benchmark suite (Flores-200, WMT22, NTREX-128, TSV/JSONL)",
         description="Generate with Ray Data + vLLM (or an endpoint, or read --hyp-dir), score with BLEU/chrF/"
                     "chrF++/TER/COMET/off-target, write JSON, Markdown and HTML reports. "
-                    "`xalign evaluate compare RUN_A RUN_B` compares two runs with paired bootstrap.",
+                    "`xalign evaluate compare RUN_A RUN_B` compares two runs with paired bootstrap; "
+                    "`xalign evaluate followups` checks that follow-ups (another language, shorter) are acted on.",
     )
     p.default_command = "run"
-    actions = p.add_subparsers(dest="action", metavar="{run,compare}")
+    actions = p.add_subparsers(dest="action", metavar="{run,compare,followups}")
 
     r = actions.add_parser("run", help="score one system on a suite (the default: `xalign evaluate --suite ...`)")
     r.add_argument("--suite", "--recipe", dest="recipe", default=None,
@@ -73,6 +75,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--output", default="outputs/reports", help="where runs are found and the comparison is written")
     c.add_argument("--samples", type=int, default=1000, help="paired bootstrap resamples")
     c.set_defaults(func=compare_cli)
+
+    f = actions.add_parser("followups", help="does the model act on follow-ups? retarget and shorter on Flores dev",
+                           description="Two-turn conversations from Flores-200 dev_subset510: the model's own "
+                                       "translation, then 'Now translate it into Y.' (passes when the answer is in "
+                                       "Y) or, for two-sentence passages, 'Make the X translation shorter.' (passes "
+                                       "when shorter than its first answer and still in X). Writes followups.json.")
+    key_flag(f, "--model", "engine.model", "model folder or 'default'")
+    key_flag(f, "--limit", "limit", "conversations per kind and language", type=int)
+    key_flag(f, "--languages", "languages", "first-turn targets, comma-separated (any spelling: de,sw,zh)")
+    key_flag(f, "--output", "output_dir", "reports folder (default outputs/reports)")
+    add_address_arg(f)
+    add_verbose_arg(f)
+    f.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                   help="settings overrides (e.g. kinds=[shorter] generation.max_tokens=128 generation.num_gpus=1)")
+    f.set_defaults(func=followups_cli)
 
 
 def find_suite(name: str) -> Path:
@@ -123,6 +140,7 @@ def _errors() -> tuple[type[Exception], ...]:
     from cluster.models import ModelResolutionError
     from evaluation.compare import CompareError
     from evaluation.directions import DirectionError
+    from evaluation.followups import FollowupError
     from evaluation.generation.endpoint import EndpointError
     from evaluation.lineage import LineageError
     from evaluation.loaders import LoaderError
@@ -131,7 +149,7 @@ def _errors() -> tuple[type[Exception], ...]:
     from evaluation.progress import ResumeError
 
     return (LoaderError, DirectionError, EndpointError, CometError, LineageError, CompareError, RunNotFoundError,
-            ModelResolutionError, DataNotFoundError, ResumeError)
+            ModelResolutionError, DataNotFoundError, ResumeError, FollowupError)
 
 
 def _reporting_errors(action: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -153,6 +171,42 @@ def run_cli(args: argparse.Namespace) -> int:
 
 def compare_cli(args: argparse.Namespace) -> int:
     return _reporting_errors(_compare)(args)
+
+
+def followups_cli(args: argparse.Namespace) -> int:
+    return _reporting_errors(_followups)(args)
+
+
+def followups_settings(args: argparse.Namespace):
+    from evaluation.followups import FollowupSettings
+
+    return validate(FollowupSettings, apply_overrides({}, overrides(args)), "xalign evaluate followups")
+
+
+def _followups(args: argparse.Namespace) -> int:
+    from evaluation.followups import run_followups
+
+    settings = followups_settings(args)
+    with library_log(args, Path(settings.output_dir) / "logs", "followups"):
+        path, report = run_followups(settings, address=args.address)
+    table = Table(title=f"follow-ups — {report['run']['model']['name']} ({report['run']['run_id']})")
+    for col in ("follow-up", "answer in", "n", "pass rate", "first turn on target"):
+        table.add_column(col)
+
+    def pct(x: float | None) -> str:
+        return "–" if x is None else f"{100 * x:.0f}%"
+
+    for kind, res in report["kinds"].items():
+        for lang, per in res["by_language"].items():
+            table.add_row(kind, lang, str(per["n"]), pct(per["pass_rate"]), pct(per["first_turn_on_target"]))
+        table.add_row(f"[bold]{kind}[/bold]", "all", str(res["n"]), f"[bold]{pct(res['pass_rate'])}[/bold]",
+                      pct(res["first_turn_on_target"]), end_section=True)
+    console.print(table)
+    for kind, res in report["kinds"].items():
+        if res["failures"]:
+            console.print(f"{kind} failures: " + ", ".join(f"{k} {v}" for k, v in res["failures"].items()))
+    console.print(f"report: {path}  {path.parent / 'conversations.jsonl'}", soft_wrap=True)
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -77,6 +77,21 @@ def test_tokenizer_identity_and_marker_check(tiny_model, tmp_path):
         tokenizer_identity(tmp_path)
 
 
+def test_token_ids_digest_survives_a_resaved_tokenizer(tiny_model, tmp_path):
+    """A fine-tuned export re-serializes its tokenizer (other bytes, another chat template) but encodes every text to
+    the same ids: the token-id digest is equal where the files' hash is not, and only a real change moves it."""
+    auto = AutoTokenizer.from_pretrained(tiny_model)
+    auto.chat_template = "{{ messages[0]['content'] }}"
+    auto.save_pretrained(tmp_path / "export")
+    ours, theirs = tokenizer_identity(tiny_model), tokenizer_identity(tmp_path / "export")
+    assert theirs["tokenizer_sha256"] != ours["tokenizer_sha256"]
+    assert theirs["token_ids_sha256"] == ours["token_ids_sha256"]
+    data = json.loads((tmp_path / "export" / "tokenizer.json").read_text())
+    data["model"]["vocab"]["zzz-new-token"] = len(data["model"]["vocab"])
+    (tmp_path / "export" / "tokenizer.json").write_text(json.dumps(data))
+    assert tokenizer_identity(tmp_path / "export")["token_ids_sha256"] != ours["token_ids_sha256"]
+
+
 def test_segment_encoder_gives_transformers_ids(tiny_model):
     """The pipeline tokenizes with `tokenizers` alone; training and serving load transformers' tokenizer."""
     assert_same_ids_as_transformers(tiny_model)
