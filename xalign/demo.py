@@ -576,7 +576,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("demo", help="the main job: prepare -> train -> serve -> evaluate, base vs tuned")
     p.add_argument("--profile", choices=sorted(PROFILES), default="quick",
-                   help="quick: a few minutes on 2 CPU cores; dpo: SFT then DPO (xLLMs-100), about half an hour; "
+                   help="quick: a few minutes on 2 CPU cores; dpo: SFT then DPO (xLLMs-100), about 20 minutes; "
                         "full: every system side by side, the run behind docs/RESULTS.md")
     add_recipe_args(p)
     add_address_arg(p)
