@@ -5,6 +5,7 @@ JSON error shape for everything that can go wrong.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +17,7 @@ from vllm.exceptions import VLLMClientError
 from serving import errors
 from serving.context import ServerContext, request_id
 from serving.middleware import Gate
+from serving.openai_protocol import INT64
 from serving.routes import health, openai, translate
 
 log = logging.getLogger("ray.serve.xalign")  # Serve writes it to the replica log
@@ -66,6 +68,16 @@ def create_api(ctx: ServerContext) -> FastAPI:
                               type="server_error", code="internal_error")
         return errors.error_response(rid, err)
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            if ctx.generator is not None:  # None only in tests of the HTTP layer without an engine
+                schema = with_served_models(schema, ctx.generator.model_names())
+            app.openapi_schema = exact_bounds(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     # Outermost last: CORS answers preflights before the gate asks for a key.
     app.add_middleware(Gate, api_key=ctx.api_key, max_body_bytes=ctx.recipe.limits.max_body_bytes,
                        metrics=ctx.metrics)
@@ -75,3 +87,38 @@ def create_api(ctx: ServerContext) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=ctx.recipe.http.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=[errors.REQUEST_ID_HEADER])
     return app
+
+
+def with_served_models(schema: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """Publish the served model names as the enum of every request's `model`: the schema then says exactly
+    which values the server takes (any other name is a 404), and a client or fuzzer reaches generation."""
+    served = {"type": "string", "enum": list(names)}
+    for component in schema.get("components", {}).get("schemas", {}).values():
+        model = component.get("properties", {}).get("model")
+        if model is None or component.get("title", "").endswith("Response"):
+            continue
+        if model.get("type") == "string":
+            model.update(served)
+        for branch in model.get("anyOf", []):
+            if branch.get("type") == "string":
+                branch.update(served)
+    return schema
+
+
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def exact_bounds(node: Any) -> Any:
+    """FastAPI's OpenAPI model holds numeric bounds as floats: 2**63 - 1 (a seed's maximum) would be published as
+    9.223372036854776e18, i.e. 2**63, a value the server refuses. Integral bounds are written as integers again,
+    and that one rounded value as the int64 maximum it came from."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _BOUNDS and isinstance(value, float) and value.is_integer():
+                node[key] = INT64[1] if value == float(INT64[1]) else int(value)
+            else:
+                exact_bounds(value)
+    elif isinstance(node, list):
+        for item in node:
+            exact_bounds(item)
+    return node

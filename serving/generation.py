@@ -2,8 +2,9 @@
 
 Prompts reach vLLM as token ids encoded by `cluster.prompts` (the chat template exported with the
 checkpoint is xalign's), so what is served is exactly what was trained. Every generation runs under a
-deadline and is aborted in the engine when it passes; engine failures surface as `APIError`s (5xx),
-never as hangs.
+deadline; whatever ends it early (deadline, client disconnect, engine error) aborts it in the engine, so no
+work is left queued. Engine failures surface as `APIError`s (5xx), never as hangs; the engine refusing a
+request is a 4xx.
 """
 
 from __future__ import annotations
@@ -181,35 +182,60 @@ class Generator:
                        deadline: Deadline) -> Generation:
         from vllm.inputs import TokensPrompt
 
+        progress = {"outputs": 0}
+
         async def run() -> Generation:
             final = None
             async for out in self.engine.generate(TokensPrompt(prompt_token_ids=ids), params, request_id,
                                                   lora_request=lora):
                 final = out
+                progress["outputs"] += 1
             if final is None:
                 raise errors.engine_failure("the engine returned no output", dead=False)
             outs = [Output(o.index, o.text, len(o.token_ids), o.finish_reason) for o in final.outputs]
             return Generation(sorted(outs, key=lambda o: o.index), len(ids))
 
-        with engine_errors():
-            return await _bounded(run(), deadline)
+        done = False
+        try:
+            with engine_errors(progress):
+                result = await _bounded(run(), deadline)
+            done = True
+            return result
+        finally:
+            if not done:
+                await self.abort(request_id)
 
     async def stream(self, ids: list[int], params: Any, lora: Any, request_id: str,
                      deadline: Deadline) -> AsyncIterator[Delta]:
         from vllm.inputs import TokensPrompt
 
         gen = self.engine.generate(TokensPrompt(prompt_token_ids=ids), params, request_id, lora_request=lora)
+        progress = {"outputs": 0}
+        done = False
         try:
             while True:
-                with engine_errors():
+                with engine_errors(progress):
                     try:
                         out = await _bounded(gen.__anext__(), deadline)
                     except StopAsyncIteration:
+                        done = True
                         return
+                progress["outputs"] += 1
                 for o in out.outputs:
                     yield Delta(o.index, o.text, len(o.token_ids), o.finish_reason)
         finally:
             await gen.aclose()  # aborts the request in the engine if it is still running
+            if not done:
+                await self.abort(request_id)
+
+    async def abort(self, request_id: str) -> None:
+        """Abort a request that did not finish, whatever ended it. vLLM aborts on cancellation itself, but not
+        when `add_request` fails after the request was registered (e.g. the engine's transport refuses a
+        value): without this, such a request stays in the engine's queue for the replica's lifetime."""
+        try:
+            await self.engine.abort(request_id)
+        except Exception as exc:  # a dead engine has nothing left to abort
+            log.warning("could not abort request %s: %r", request_id, exc)
 
     # ---- health ------------------------------------------------------------------------------------
 
@@ -240,10 +266,13 @@ async def _bounded(awaitable: Any, deadline: Deadline) -> Any:
 
 
 @contextmanager
-def engine_errors() -> Iterator[None]:
-    """vLLM's exceptions -> APIError: request faults are 4xx, engine faults 5xx, a dead engine 503."""
+def engine_errors(progress: dict[str, int] | None = None) -> Iterator[None]:
+    """vLLM's exceptions -> APIError: request faults are 4xx, engine faults 5xx, a dead engine 503.
+
+    A ValueError/TypeError/OverflowError raised before the engine produced anything is the engine refusing
+    the request itself (its input processing and validation run in `add_request`): a 422, not a 500."""
     from vllm.exceptions import VLLMClientError
-    from vllm.v1.engine.exceptions import EngineDeadError
+    from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
 
     try:
         yield
@@ -253,6 +282,13 @@ def engine_errors() -> Iterator[None]:
         raise errors.from_vllm(exc, status=400) from exc
     except Exception as exc:
         dead = isinstance(exc, EngineDeadError) or isinstance(exc.__cause__, EngineDeadError)
+        # vLLM wraps what it did not expect in EngineGenerateError; the cause says what happened.
+        cause = exc.__cause__ if isinstance(exc, EngineGenerateError) and exc.__cause__ is not None else exc
+        refused = (not dead and isinstance(cause, (ValueError, TypeError, OverflowError))
+                   and not (progress or {}).get("outputs"))
+        if refused:
+            log.warning("engine refused a request: %r", exc)
+            raise errors.invalid(None, f"the engine refused the request: {str(cause)[:300]}") from exc
         log.error("engine failure (%s): %r", "dead" if dead else "request", exc)
         raise errors.engine_failure(str(exc)[:300] or type(exc).__name__, dead=dead) from exc
 

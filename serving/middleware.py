@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import re
 import time
 from typing import Any
 
@@ -24,6 +25,12 @@ from serving.recipe import AuthSettings
 log = logging.getLogger("ray.serve.xalign")  # Serve writes it to the replica log
 
 PROTECTED_PREFIX = "/v1/"  # the API; /healthz, /metrics and the playground page stay open for probes
+# A client's own X-Request-ID is adopted (to correlate its logs with ours) only in this shape: it goes into
+# logs, engine request ids and error bodies, so free text (spaces, quotes, escapes, kilobytes) is refused.
+REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+REQUEST_ID_HEADER_PARAM = "x-request-id"
 
 
 class BodyTooLarge(HTTPException):
@@ -63,9 +70,10 @@ class Gate:
             return
         headers = Headers(scope=scope)
         # Ray Serve's proxy sets x-request-id (the client's, or a fresh one) and returns it in the response.
-        rid = headers.get(errors.REQUEST_ID_HEADER)
-        echo_id = rid is None
-        rid = rid or new_request_id()
+        presented = headers.get(errors.REQUEST_ID_HEADER)
+        bad_id = presented is not None and not REQUEST_ID.fullmatch(presented)
+        echo_id = presented is None
+        rid = new_request_id() if presented is None or bad_id else presented
         scope.setdefault("state", {})["request_id"] = rid
         status = {"code": 500}
         started = time.perf_counter()
@@ -79,7 +87,7 @@ class Gate:
 
         self.metrics.in_flight.inc()
         try:
-            refusal = self._refuse(scope, headers)
+            refusal = self._refuse(scope, headers, bad_id)
             if refusal is not None:
                 await refusal(scope, receive, send_wrapper)
                 return
@@ -88,8 +96,13 @@ class Gate:
             self.metrics.in_flight.dec()
             self.metrics.observe_request(_route(scope), status["code"], time.perf_counter() - started)
 
-    def _refuse(self, scope: Scope, headers: Headers) -> Any:
+    def _refuse(self, scope: Scope, headers: Headers, bad_id: bool) -> Any:
         path = _relative_path(scope)
+        if bad_id:
+            err = errors.invalid(REQUEST_ID_HEADER_PARAM, f"{REQUEST_ID_HEADER_PARAM}: 1-128 characters of letters, "
+                                                          "digits and . _ : - (starting with a letter or digit)",
+                                 status=400)
+            return errors.error_response(scope["state"]["request_id"], err)
         protected = self.api_key and path.startswith(PROTECTED_PREFIX) and scope["method"] != "OPTIONS"
         if protected and not key_matches(presented_key(headers), self.api_key):
             err = errors.APIError(401, "a valid API key is required (Authorization: Bearer <key> or X-API-Key)",

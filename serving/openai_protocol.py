@@ -5,20 +5,28 @@ The requests subclass vLLM's: xalign encodes prompts itself (`cluster.prompts`, 
 with text, so a field vLLM knows that asks for anything else (tools, logprobs, structured outputs, beam
 search, ...) is refused with a 4xx naming it rather than ignored, and the published schema lists only the
 fields served. Sampling fields reach the engine through vLLM's own `to_sampling_params`.
+
+Validation is strict and covers what the engine checks later (where a failure used to be a 5xx): no type
+coercion, no NaN or infinity, every string valid Unicode (serving.text_checks), non-empty stop strings, and
+the engine's integer ranges (a seed is a signed 64-bit integer).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from vllm.entrypoints.generate.base.protocol import StreamOptions as _StreamOptions
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest as _ChatCompletionRequest
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest as _CompletionRequest
 
+from serving import text_checks
 from serving.translate_schemas import TextMessage
 
 MAX_STOP = 4  # stop sequences per request, as OpenAI allows
+INT64 = (-(2**63), 2**63 - 1)  # what the engine's transport and torch's generators take
+INT32_MAX = 2**31 - 1  # counts (tokens, choices, top_k): far above any limit, far below an overflow
+StopString = Annotated[str, Field(min_length=1)]  # the engine refuses an empty stop string
 # The fields both endpoints serve; every other field vLLM's requests know is refused.
 SAMPLING_FIELDS = frozenset({
     "model", "temperature", "top_p", "top_k", "n", "stop", "seed", "presence_penalty", "frequency_penalty",
@@ -38,13 +46,15 @@ class _Narrowed(BaseModel):
     models accept and ignore them), and a field vLLM knows but xalign does not serve is refused by name."""
 
     # Set again on each subclass: pydantic merges configs base by base, so vLLM's extra="allow" would win.
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), json_schema_extra=_served_schema)
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), json_schema_extra=_served_schema,
+                              strict=True, allow_inf_nan=False)
     SERVED: ClassVar[frozenset[str]]
 
     @model_validator(mode="before")
     @classmethod
     def _refuse_unserved(cls, data: Any) -> Any:
         # Runs before vLLM's own checks, which then only ever see served fields.
+        text_checks.check_encodable(data)
         if isinstance(data, dict):
             unserved = [k for k in data if k in cls.model_fields and k not in cls.SERVED]
             if unserved:
@@ -64,19 +74,30 @@ class _Sampling(_Narrowed):
     model: str  # vLLM's is optional (the served model); xalign serves several, so the client names one
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=-1)
-    n: int = Field(1, ge=1)
+    top_k: int | None = Field(None, ge=-1, le=INT32_MAX)
+    n: int = Field(1, ge=1, le=INT32_MAX)
+    seed: int | None = Field(None, ge=INT64[0], le=INT64[1])
+    stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOP)] | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    repetition_penalty: float | None = Field(None, gt=0)
+    repetition_penalty: float | None = Field(None, gt=0, le=2)
     stream_options: StreamOptions | None = None
 
-    @field_validator("stop", mode="before", check_fields=False)
+    @model_validator(mode="before")
     @classmethod
-    def _stop(cls, v: Any) -> Any:
-        if isinstance(v, list) and len(v) > MAX_STOP:
-            raise ValueError(f"at most {MAX_STOP} stop sequences")
-        return v
+    def _stop_strings(cls, data: Any) -> Any:
+        # Before the type checks, so an empty string in a list is named by its index (the union of a string and
+        # a list would otherwise report the string branch first).
+        stop = data.get("stop") if isinstance(data, dict) else None
+        if stop == "":
+            raise ValueError("stop: an empty stop string would end every answer at once")
+        if isinstance(stop, list):
+            if len(stop) > MAX_STOP:
+                raise ValueError(f"stop: at most {MAX_STOP} stop sequences")
+            empty = next((i for i, s in enumerate(stop) if s == ""), None)
+            if empty is not None:
+                raise ValueError(f"stop[{empty}]: an empty stop string would end every answer at once")
+        return data
 
 
 class ChatCompletionRequest(_Sampling, _ChatCompletionRequest):
@@ -84,8 +105,8 @@ class ChatCompletionRequest(_Sampling, _ChatCompletionRequest):
     SERVED = SAMPLING_FIELDS | {"messages", "max_completion_tokens", "logprobs"}
 
     messages: list[TextMessage] = Field(min_length=1)  # text turns: what cluster.prompts encodes
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=INT32_MAX)
+    max_completion_tokens: int | None = Field(None, ge=1, le=INT32_MAX)
 
     @model_validator(mode="before")
     @classmethod
@@ -125,7 +146,7 @@ class CompletionRequest(_Sampling, _CompletionRequest):
     SERVED = SAMPLING_FIELDS | {"prompt", "echo"}
 
     prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for this endpoint
+    max_tokens: int | None = Field(16, ge=1, le=INT32_MAX)  # OpenAI's default for this endpoint
 
     @field_validator("prompt")
     @classmethod

@@ -1,19 +1,29 @@
 """Request and response schemas of xalign's translation API (/v1/translate, /v1/sessions), published as OpenAPI
 at /docs and /openapi.json. Unknown request fields are errors naming the field, not silently ignored options.
 
+Requests are validated strictly (no type coercion: `"8"` and `true` are not integers; no NaN or infinity) and
+every string must be valid Unicode text (serving.text_checks), so nothing the engine would fail on gets past them.
+
 `TextMessage` is the conversation turn xalign's prompt module encodes (system/user/assistant, text only): a
 translation's `history` and `messages`, and the OpenAI chat route's `messages` (serving.openai_protocol).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serving import text_checks
+
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encodable(cls, data: Any) -> Any:
+        return text_checks.check_encodable(data)
 
 
 class Response(BaseModel):

@@ -10,7 +10,7 @@ from typing import Any
 
 from cluster import langid, languages, prompts
 from cluster.languages import Language
-from serving import errors, guard
+from serving import errors, guard, text_checks
 from serving.generation import Deadline, Generator
 from serving.metrics import Metrics
 from serving.recipe import GuardSettings, LimitSettings
@@ -118,12 +118,20 @@ class Translator:
         jobs = []
         for i, text in enumerate(texts):
             param = f"texts[{i}]" if batched else "text"
-            if not text.strip():
-                raise errors.invalid(param, f"{param}: empty text")
+            if text_checks.is_blank(text):
+                raise errors.invalid(param, f"{param}: empty text (nothing but whitespace or invisible characters)")
             if fixed is not None:
                 source, info = fixed, language_info(fixed)
             else:
                 source, info = self._detect_source(text, param)
+            if source.flores == target.flores:
+                # Nothing to translate; the model would answer with a paraphrase or parts of its prompt.
+                if fixed is not None:
+                    raise errors.invalid("target_lang", f"target_lang: the same language as source_lang "
+                                                        f"({target.flores}); nothing to translate")
+                raise errors.invalid("source_lang", f"source_lang: {param} was detected as {target.name} "
+                                                    f"({target.flores}), the target language; pass source_lang if "
+                                                    "it is another language")
             messages = prompts.translation_messages(source.flores, target.flores, text)
             ids = self.gen.encode_chat(messages)
             self.gen.check_prompt(ids, param)
@@ -162,7 +170,7 @@ class Translator:
         instruction = req.instruction
         if instruction is None:
             instruction = prompts.follow_up(str(req.follow_up), target.flores)
-        if not instruction.strip():
+        if text_checks.is_blank(instruction):
             raise errors.invalid("instruction", "instruction: empty follow-up")
         messages = [*history, {"role": "user", "content": instruction}]
         ids = self.gen.encode_chat(messages)

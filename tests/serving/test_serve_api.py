@@ -330,7 +330,7 @@ def test_languages_table(client: httpx.Client):
     ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 2,
                               "temperature": 0}, 422, "n"),
     ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stop": [""]},
-     422, "stop"),
+     422, "stop[0]"),
     ("/v1/completions", {"model": "tiny", "prompt": "hi", "logprobs": 1}, 422, "logprobs"),
     ("/v1/completions", {"model": "tiny", "prompt": "hi", "suffix": "!"}, 422, "suffix"),
     ("/v1/completions", {"model": "tiny", "prompt": []}, 422, "prompt"),

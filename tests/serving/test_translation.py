@@ -319,8 +319,75 @@ def test_history_follow_up_in_another_language(bench: Bench):
     ({"history": [*FR_FIRST, {"role": "assistant", "content": FR}], "instruction": "  ", "target_lang": "fr"}, 422,
      "instruction", "empty follow-up"),
     ({"session_id": "missing", "follow_up": "formal"}, 404, "session_id", "'missing' is unknown or expired"),
+    ({"text": "\u200b\ufeff \u2060\u200d", "target_lang": "de"}, 422, "text", "invisible characters"),
+    ({"texts": [FOX, "\u0301\u200c"], "target_lang": "de"}, 422, "texts[1]", "texts[1]: empty text"),
+    ({"text": FOX, "source_lang": "en", "target_lang": "eng_Latn"}, 422, "target_lang", "same language as"),
+    ({"text": FOX, "target_lang": "en"}, 422, "source_lang", "text was detected as English"),
+    ({"history": [*FR_FIRST, {"role": "assistant", "content": FR}], "instruction": "\u200b", "target_lang": "fr"},
+     422, "instruction", "empty follow-up"),
 ])
 def test_bad_requests_name_the_field(bench: Bench, body: dict[str, Any], status: int, param: str, says: str):
     err = bench.refused(**body)
     assert (err.status, err.param) == (status, param) and says in err.message, err.message
     assert bench.generated() == 0
+
+
+# ---- what the engine refuses itself, and what a failed request leaves behind --------------------------------
+
+
+def _depth_returns_to_zero(gen: Generator, loop: asyncio.AbstractEventLoop, timeout: float = 10.0) -> int:
+    """The engine's unfinished requests once aborts have been processed (polled: aborting is asynchronous)."""
+    deadline = loop.time() + timeout
+    while gen.unfinished() and loop.time() < deadline:
+        loop.run_until_complete(asyncio.sleep(0.05))
+    return gen.unfinished()
+
+
+def test_engine_refusal_is_a_4xx_and_leaves_no_request_behind(loop: asyncio.AbstractEventLoop,
+                                                              generator: Generator):
+    """A seed past 64 bits, sent straight to the engine (the API refuses it earlier): vLLM registers the request,
+    then its transport fails to encode the seed. That used to be a 500 and a request stuck in the queue."""
+    from vllm import SamplingParams
+
+    ids = generator.encode_text("Hello")
+    for seed in (2**64, -(2**63) - 1):
+        params = SamplingParams(max_tokens=4, temperature=1.0, seed=seed)
+        with pytest.raises(errors.APIError) as caught:
+            loop.run_until_complete(generator.generate(ids, params, None, f"huge-seed-{seed}", Deadline(60)))
+        assert caught.value.status == 422 and "refused" in caught.value.message, caught.value.message
+        assert _depth_returns_to_zero(generator, loop) == 0
+    ok = loop.run_until_complete(generator.generate(ids, SamplingParams(max_tokens=4, temperature=1.0, seed=2**63 - 1),
+                                                    None, "max-seed", Deadline(60)))
+    assert ok.completion_tokens == 4
+
+
+def test_deadline_and_cancellation_abort_the_engine_request(loop: asyncio.AbstractEventLoop, generator: Generator):
+    """A request that runs out of time, and one whose caller goes away (a client disconnect cancels the handler),
+    both stop in the engine: nothing is left queued."""
+    from vllm import SamplingParams
+
+    ids = generator.encode_text("Once upon a time")
+    long = SamplingParams(max_tokens=generator.max_model_len - len(ids), temperature=1.0, ignore_eos=True, seed=1)
+    with pytest.raises(errors.APIError) as caught:
+        loop.run_until_complete(generator.generate(ids, long, None, "too-slow", Deadline(0.5)))
+    assert caught.value.status == 504
+    assert _depth_returns_to_zero(generator, loop) == 0
+
+    async def cancelled() -> None:
+        task = asyncio.ensure_future(generator.generate(ids, long, None, "walked-away", Deadline(120)))
+        while not generator.unfinished():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    loop.run_until_complete(cancelled())
+    assert _depth_returns_to_zero(generator, loop) == 0
+
+    async def stream_dropped() -> None:
+        stream = generator.stream(ids, long, None, "stream-dropped", Deadline(120))
+        await stream.__anext__()
+        await stream.aclose()  # what Starlette does when the client of an SSE response disconnects
+
+    loop.run_until_complete(stream_dropped())
+    assert _depth_returns_to_zero(generator, loop) == 0
