@@ -1,36 +1,17 @@
 """BLEU (sacrebleu): 13a tokenization, `zh` for Chinese targets, `ja-mecab` for Japanese when installed.
 
-With `bleu_tokenize: auto` the tokenizer follows the target language, as WMT does; scripts written
-without spaces (Thai, Lao, Khmer, Burmese, and Japanese without MeCab) fall back to `char`, since 13a
-would treat a whole sentence as one word. The signature in every report names the tokenizer used.
+With `bleu_tokenize: auto` the tokenizer follows the target language, as WMT does (`cluster.bleu_tokenize`);
+scripts written without spaces (Thai, Lao, Khmer, Burmese, and Japanese without MeCab) fall back to `char`,
+since 13a would treat a whole sentence as one word. The signature in every report names the tokenizer used.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from functools import cache
 from typing import Any
 
+from cluster.bleu_tokenize import auto_tokenizer
 from evaluation.directions import Direction
 from evaluation.metrics.base import SacrebleuMetric
-
-_CHINESE = {"zho_Hans", "zho_Hant"}
-_UNSEGMENTED = {"tha_Thai", "lao_Laoo", "khm_Khmr", "mya_Mymr"}
-
-
-@cache
-def mecab_available() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in ("MeCab", "ipadic"))
-
-
-def auto_tokenizer(target: str) -> str:
-    if target in _CHINESE:
-        return "zh"
-    if target == "jpn_Jpan":
-        return "ja-mecab" if mecab_available() else "char"
-    if target in _UNSEGMENTED:
-        return "char"
-    return "13a"
 
 
 class Bleu(SacrebleuMetric):
