@@ -59,7 +59,8 @@ def verify(folder: str | Path) -> dict:
     m = load(folder)
     if dataset_id(m) != m.get("dataset_id"):
         raise DatasetIntegrityError(f"{folder}/manifest.json: dataset_id does not match the manifest content")
-    for entry in [*m["shards"]["sft"], *m["shards"]["dpo"], *m["rejects"]]:
+    listed = [e for split in ("sft", "dpo", "rl") for e in m["shards"].get(split, [])]  # rl: only where built
+    for entry in [*listed, *m["rejects"]]:
         f = folder / entry["file"]
         if not f.is_file():
             raise DatasetIntegrityError(f"{f}: listed in the manifest but missing")

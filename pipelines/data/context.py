@@ -56,6 +56,7 @@ class RunContext:
     plan: mixing.MixPlan | None = None
     sft_files: list[dict] = field(default_factory=list)
     dpo_files: list[dict] = field(default_factory=list)
+    rl_files: list[dict] = field(default_factory=list)
     reject_files: list[dict] = field(default_factory=list)
 
     @property
@@ -74,6 +75,11 @@ class RunContext:
     def pairs(self) -> int:
         """Preference pairs that survived the filters."""
         return sum(n for k, n in self.counts.items() if k[0] == "dpo" and k[3] == stats.KEPT)
+
+    @property
+    def rl_prompts(self) -> int:
+        """RL prompts that survived the filters."""
+        return sum(n for k, n in self.counts.items() if k[0] == "rl" and k[3] == stats.KEPT)
 
     def num_shards(self, samples: int) -> int:
         shards = self.recipe.shards

@@ -50,6 +50,13 @@ def assemble(ctx: RunContext) -> dict:
     summary["selected_by_builder_language"] = plan.targets if plan else {}
     summary["sft_samples"] = sft_tokens.get("samples", 0)
     summary["dpo_pairs"] = sum(e["rows"] for e in dpo_entries)
+    shards = {"sft": sft_entries, "dpo": dpo_entries}
+    tokens = {"sft": sft_tokens, "dpo": stats.merge_pairs(ctx.dpo_files)}
+    if any(b.type == "rl" for b in recipe.builders.values()):
+        # Only where the recipe asks for RL prompts, so the manifests (and ids) of other recipes stay as they were.
+        shards["rl"] = renumber(ctx.staging, ctx.rl_files, "rl")
+        summary["rl_prompts"] = sum(e["rows"] for e in shards["rl"])
+        tokens["rl"] = stats.merge_rl(ctx.rl_files)
     return {
         "format": manifest.FORMAT,
         "name": recipe.name,
@@ -59,10 +66,10 @@ def assemble(ctx: RunContext) -> dict:
         "inputs": [{"file": f.display, "sha256": f.sha256, "lines": f.lines} for f in ctx.inputs.files],
         "counts": summary,
         "mixing": plan.as_dict() if plan else None,
-        "shards": {"sft": sft_entries, "dpo": dpo_entries},
+        "shards": shards,
         "rejects": sorted(({"reason": r["reason"], "file": r["file"], "sha256": r["sha256"], "rows": r["rows"]}
                            for r in ctx.reject_files), key=lambda r: r["reason"]),
-        "tokens": {"sft": sft_tokens, "dpo": stats.merge_pairs(ctx.dpo_files)},
+        "tokens": tokens,
     }
 
 
@@ -70,7 +77,7 @@ def finalize(ctx: RunContext, body: dict, run_info: dict) -> Path:
     """Write the manifest, the resolved recipe and run.json, then move the folder to its id's name."""
     recipe, staging = ctx.recipe, ctx.staging
     m = manifest.with_id(body)
-    for part in ("sft", "dpo", "rejects"):  # always present, so readers can glob a part that came out empty
+    for part in ("sft", "dpo", "rl", "rejects"):  # always present, so readers can glob a part that came out empty
         (staging / part).mkdir(exist_ok=True)
     manifest.write(m, staging)
     save_resolved(recipe, staging)

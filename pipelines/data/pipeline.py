@@ -4,9 +4,10 @@
           ─► materialize ─► counts ─► mix plan
           ├► rejects/<reason>.parquet (group-wise)
           ├► mix candidates per block ─► select per (builder, language) ─► pack + write sft/ (group-wise)
-          └► dpo/ (group-wise)
+          ├► dpo/ (group-wise)
+          └► rl/ (group-wise)
 
-`prepare.RayExecutor` runs each list as Ray Data operators (and the three writer branches as concurrent
+`prepare.RayExecutor` runs each list as Ray Data operators (and the writer branches as concurrent
 executions); `reference.LocalExecutor` runs the same lists over whole tables in one process. Both go through
 `build_dataset`, so they can differ in scheduling only, never in what they compute.
 """
@@ -30,7 +31,7 @@ from pipelines.data.stages import Stage
 Log = Callable[[str], None]
 
 # The writer branches, by the names their timings carry in run.json.
-REJECTS, SFT, DPO = "rejects", "mix_pack_write_sft", "write_dpo"
+REJECTS, SFT, DPO, RL = "rejects", "mix_pack_write_sft", "write_dpo", "write_rl"
 
 
 def record_stages(ctx: RunContext) -> list[Stage]:
@@ -75,6 +76,11 @@ def writer_stages(ctx: RunContext) -> dict[str, list[Stage]]:
         branches[DPO] = [
             Stage("place_pairs", stages.place_pairs, stages.PlaceArgs(seed=seed, num_shards=ctx.num_shards(ctx.pairs))),
             Stage("write_pairs", stages.write_pairs, write, key="shard", schema=STATS_SCHEMA),
+        ]
+    if ctx.rl_prompts:
+        branches[RL] = [
+            Stage("place_rl", stages.place_rl, stages.PlaceArgs(seed=seed, num_shards=ctx.num_shards(ctx.rl_prompts))),
+            Stage("write_rl", stages.write_rl, write, key="shard", schema=STATS_SCHEMA),
         ]
     return branches
 
@@ -134,8 +140,8 @@ def build_dataset(recipe: PrepareRecipe, inputs: Inputs, ex: Executor, started: 
         shutil.rmtree(ctx.staging, ignore_errors=True)
         raise
 
-    ctx.reject_files, ctx.sft_files, ctx.dpo_files = ([json.loads(s) for s in written.get(name, [])]
-                                                      for name in (REJECTS, SFT, DPO))
+    ctx.reject_files, ctx.sft_files, ctx.dpo_files, ctx.rl_files = (
+        [json.loads(s) for s in written.get(name, [])] for name in (REJECTS, SFT, DPO, RL))
     body = output.assemble(ctx)
     elapsed = time.time() - started
     run_info = {**ex.info, "elapsed_s": round(elapsed, 3), "stage_s": timings, "records_built": ctx.built,

@@ -8,7 +8,7 @@
 - the tokenizer is an actor pool taking whole blocks, sized to leave at least one CPU to the tasks (the Ray
   Data/Train CPU deadlock in ../shared/STACK.md); every task asks for `ray.task_cpus`;
 - passes over the materialized records bundle its blocks into `ray.shuffle_blocks` calls;
-- the three writer branches run as concurrent Ray Data executions over the same materialized records.
+- the writer branches run as concurrent Ray Data executions over the same materialized records.
 
 The driver holds only the plan, counts and per-file statistics.
 """

@@ -225,8 +225,89 @@ class PreferenceBuilder(_Builder):
     accepts: ClassVar[tuple[str, ...]] = (*PARALLEL_TYPES, *INSTRUCTION_TYPES, "preference")
 
 
+ENGLISH = "eng_Latn"
+
+
+def parse_direction(value: str) -> tuple[str, str]:
+    """`src->tgt` in any spelling `cluster.languages` knows -> (Flores code, Flores code)."""
+    parts = value.split("->")
+    if len(parts) != 2:
+        raise ValueError(f"{value!r}: write a direction as src->tgt (e.g. en->de)")
+    src, tgt = (_flores(x.strip()) for x in parts)
+    if src == tgt:
+        raise ValueError(f"{value!r}: source and target are the same language")
+    return src, tgt
+
+
+class RlBuilder(_Builder):
+    """Translation prompts with their references for RL (GRPO): the policy writes the answers, rewards score them
+    against the reference. Written to `rl/`, never mixed or packed with SFT."""
+
+    type: Literal["rl"]
+    directions: list[str] | Literal["english_centric"] = Field(
+        "english_centric",
+        description="`src->tgt` pairs, or english_centric: English to and from each of `languages`",
+    )
+    languages: list[LangCode] | None = Field(
+        None, description="english_centric only: the non-English side (None: every language of the source)"
+    )
+    per_direction: int | None = Field(
+        None, ge=1, description="at most N sentences per direction and source, drawn by seeded rank before the "
+        "filters (rejected ones are counted, not replaced); None: every sentence",
+    )
+    skip_lines: int = Field(
+        0, ge=0, description="draw from line skip_lines+1 on: keeps RL prompts off the lines SFT recipes use "
+        "(their sources' `limit` takes the first lines)",
+    )
+    template: int = Field(
+        0, ge=0, lt=len(prompts.TRANSLATION_TEMPLATES),
+        description="prompts.TRANSLATION_TEMPLATES index; 0 is the one serving and evaluation send",
+    )
+    accepts: ClassVar[tuple[str, ...]] = PARALLEL_TYPES
+
+    @field_validator("directions")
+    @classmethod
+    def _directions(cls, v: list[str] | str) -> list[str] | str:
+        if v == "english_centric":
+            return v
+        pairs = [parse_direction(x) for x in v]
+        if not pairs:
+            raise ValueError("at least one direction (or english_centric)")
+        if len(set(pairs)) != len(pairs):
+            raise ValueError("a direction is listed twice")
+        return [f"{a}->{b}" for a, b in pairs]
+
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        codes = [_flores(x) for x in v]
+        if len(set(codes)) != len(codes):
+            raise ValueError("listed twice")
+        return codes
+
+    @model_validator(mode="after")
+    def _languages_need_english_centric(self) -> RlBuilder:
+        if self.languages is not None and self.directions != "english_centric":
+            raise ValueError("languages: only with directions: english_centric (explicit directions name theirs)")
+        return self
+
+    def pairs(self, source_languages: list[str]) -> list[tuple[str, str]]:
+        """(src, tgt) in a fixed order: the listed directions, or English to and from each language."""
+        if self.directions != "english_centric":
+            return [parse_direction(d) for d in self.directions]
+        others = [x for x in (self.languages or source_languages) if x != ENGLISH]
+        return [p for x in others for p in ((ENGLISH, x), (x, ENGLISH))]
+
+
+def _looks_like_flores(path: str) -> bool:
+    return any(part.lower().startswith("flores") for part in PurePath(path).parts)
+
+
 Builder = Annotated[
-    InstructionsBuilder | TranslationBuilder | InteractiveBuilder | CrosslingualBuilder | PreferenceBuilder,
+    InstructionsBuilder | TranslationBuilder | InteractiveBuilder | CrosslingualBuilder | PreferenceBuilder
+    | RlBuilder,
     Field(discriminator="type"),
 ]
 SFT_BUILDERS = ("instructions", "translation", "interactive", "crosslingual")
@@ -323,6 +404,8 @@ class PrepareRecipe(Strict):
                         f"builders.{bname}: preference pairs from instruction sets need at least two aligned sets "
                         "and reasons.off_target > 0 (the rejected answer is the other language's)"
                     )
+            if b.type == "rl":
+                self._no_flores_rl(bname, b)
         sft = [n for n, b in self.builders.items() if b.type in SFT_BUILDERS]
         if self.mixing.ratios is not None:
             for k, v in self.mixing.ratios.items():
@@ -335,6 +418,21 @@ class PrepareRecipe(Strict):
         if self.filters.length.min_chars > self.filters.length.max_chars:
             raise ValueError("filters.length: min_chars > max_chars")
         return self
+
+    def _no_flores_rl(self, bname: str, b: RlBuilder) -> None:
+        # RL optimizes the very metrics xalign reports on Flores: any Flores text in its prompts or references
+        # would turn the evaluation into training data. Stricter than the all-source check (`flores200` only):
+        # any folder or source name starting with "flores" is refused.
+        for s in b.sources:
+            if s.lower().startswith("flores"):
+                raise ValueError(f"builders.{bname}.sources: {s!r} is named as Flores, the held-out evaluation "
+                                 "set; RL prompts come from other parallel text (NTREX-128)")
+            src = self.sources[s]
+            for field in ("path", "src_path", "tgt_path"):
+                path = getattr(src, field, None)
+                if path is not None and _looks_like_flores(path):
+                    raise ValueError(f"sources.{s}.{field}: {path} is Flores, the held-out evaluation set, and "
+                                     f"never an RL source (builders.{bname})")
 
     def sft_builders(self) -> list[str]:
         return [n for n, b in self.builders.items() if b.type in SFT_BUILDERS]

@@ -17,18 +17,20 @@ IDS = pa.list_(pa.int32())
 
 RECORD_SCHEMA = pa.schema([
     ("sample_id", pa.string()),
-    ("kind", pa.string()),  # "sft" or "dpo"
+    ("kind", pa.string()),  # "sft", "dpo" or "rl"
     ("builder", pa.string()),
     ("source", pa.string()),
     ("source_file", pa.string()),
     ("source_index", pa.int64()),  # line (1-based) or item index (0-based) in source_file
     ("lang", pa.string()),  # Flores code of the answer: the unit of dedup and temperature sampling
     ("src_lang", pa.string()),
-    ("messages", pa.string()),  # JSON: the conversation (sft) or the prompt turns (dpo)
+    ("messages", pa.string()),  # JSON: the conversation (sft) or the prompt turns (dpo, rl)
     ("chosen", pa.string()),
     ("rejected", pa.string()),
     ("pref_reason", pa.string()),  # why `rejected` is worse: off_target | degraded | a preference file's label
     ("rejected_lang", pa.string()),
+    ("reference", pa.string()),  # rl: the reference translation rewards compare with
+    ("source_text", pa.string()),  # rl: the text the prompt asks to translate
     ("detail", pa.string()),  # builder notes: template index, follow-up kinds, how a rejected answer was made
     ("checks", pa.string()),  # JSON [[field, lang, text], ...]: what the filters look at
     ("dedup_text", pa.string()),
@@ -44,6 +46,7 @@ RECORD_SCHEMA = pa.schema([
     ("chosen_ids", IDS),
     ("rejected_ids", IDS),
     ("num_tokens", pa.int32()),
+    ("reference_tokens", pa.int32()),  # rl: the reference's tokens as an answer (END marker included)
 ])
 
 # An SFT sample picked by mixing (one row per copy), on its way to its shard.
@@ -66,12 +69,28 @@ PAIR_SCHEMA = pa.schema([
     ("src_lang", pa.string()),
     ("pref_reason", pa.string()),
     ("rejected_lang", pa.string()),
+    ("reference", pa.string()),  # rl: the reference translation rewards compare with
+    ("source_text", pa.string()),  # rl: the text the prompt asks to translate
     ("detail", pa.string()),
     ("order_key", pa.int64()),
     ("shard", pa.int32()),
     ("prompt_ids", IDS),
     ("chosen_ids", IDS),
     ("rejected_ids", IDS),
+])
+
+# An RL prompt on its way to its shard.
+RL_PLACED_SCHEMA = pa.schema([
+    ("sample_id", pa.string()),
+    ("lang", pa.string()),
+    ("src_lang", pa.string()),
+    ("reference", pa.string()),
+    ("source_text", pa.string()),
+    ("order_key", pa.int64()),
+    ("shard", pa.int32()),
+    ("prompt_ids", IDS),
+    ("num_tokens", pa.int32()),
+    ("reference_tokens", pa.int32()),
 ])
 
 # Statistics a writer task sends back to the driver (one small row per file).
@@ -96,7 +115,22 @@ DPO_SCHEMA = pa.schema([
     ("builder", pa.string()),
     ("src_lang", pa.string()),
     ("rejected_lang", pa.string()),
+    ("reference", pa.string()),  # rl: the reference translation rewards compare with
+    ("source_text", pa.string()),  # rl: the text the prompt asks to translate
     ("detail", pa.string()),
+])
+
+# The RL split (`rl/`): one prompt per row, ids as `cluster.prompts.encode_prompt` makes them (ending with the
+# opening of the model's turn), so the policy generates from exactly what serving would send it.
+RL_SCHEMA = pa.schema([
+    ("sample_id", pa.string()),
+    ("prompt_ids", IDS),
+    ("reference", pa.string()),
+    ("source_text", pa.string()),
+    ("src_lang", pa.string()),  # Flores code
+    ("tgt_lang", pa.string()),  # Flores code
+    ("num_tokens", pa.int32()),  # len(prompt_ids)
+    ("reference_tokens", pa.int32()),  # the reference's length as an answer: a guide for max new tokens
 ])
 
 REJECT_SCHEMA = pa.schema([

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from pipelines.data import seeding
 from pipelines.data.packing import pack_rows
-from pipelines.data.schema import DPO_SCHEMA, REJECT_SCHEMA, SFT_SCHEMA, to_table
+from pipelines.data.schema import DPO_SCHEMA, REJECT_SCHEMA, RL_SCHEMA, SFT_SCHEMA, to_table
 
 ROW_GROUP_SIZE = 1024
 
@@ -62,6 +62,7 @@ def write_sft_shard(samples: list[dict], out_dir: Path, shard: int, max_seq_len:
 
 
 def dpo_placement(sample_id: str, seed: int, num_shards: int) -> tuple[int, int]:
+    """(order key, shard) of an unpacked row (preference pair, RL prompt): a seeded shuffle by id."""
     key = seeding.key64(seed, "order", sample_id)
     return key >> 1, key % num_shards
 
@@ -83,6 +84,24 @@ def write_dpo_shard(pairs: list[dict], out_dir: Path, shard: int) -> dict:
     }
 
 
+def write_rl_shard(prompts: list[dict], out_dir: Path, shard: int) -> dict:
+    prompts = sorted(prompts, key=lambda p: (p["order_key"], p["sample_id"]))
+    rows = [{
+        "sample_id": p["sample_id"], "prompt_ids": p["prompt_ids"], "reference": p["reference"],
+        "source_text": p["source_text"], "src_lang": p["src_lang"], "tgt_lang": p["lang"],
+        "num_tokens": p["num_tokens"], "reference_tokens": p["reference_tokens"],
+    } for p in prompts]
+    name = f"rl/part-{shard:05d}.parquet"
+    sha = write_parquet(to_table(rows, RL_SCHEMA), out_dir / name)
+    return {
+        "kind": "rl", "shard": shard, "file": name, "sha256": sha, "rows": len(rows), "samples": len(rows),
+        "real_tokens": int(sum(p["num_tokens"] for p in prompts)),
+        "max_prompt_tokens": max(p["num_tokens"] for p in prompts),
+        "reference_tokens": int(sum(p["reference_tokens"] for p in prompts)),
+        "by_direction": dict(Counter(f"{p['src_lang']}>{p['lang']}" for p in prompts)),
+    }
+
+
 def reject_file_name(reason: str) -> str:
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in reason)
     return f"rejects/{safe}.parquet"
@@ -92,14 +111,19 @@ def write_rejects(rows: list[dict], out_dir: Path) -> dict:
     """All rejected records of one reason, with where they came from and the record as built."""
     rows = sorted(rows, key=lambda r: r["sample_id"])
     reason = rows[0]["reject_reason"]
+    def record(r: dict) -> str:
+        built = {"kind": r["kind"], "src_lang": r["src_lang"], "messages": json.loads(r["messages"] or "null"),
+                 "chosen": r["chosen"], "rejected": r["rejected"], "pref_reason": r["pref_reason"],
+                 "detail": r["detail"]}
+        if r["kind"] == "rl":
+            built["reference"] = r["reference"]
+        return json.dumps(built, ensure_ascii=False)
+
     table = to_table(({
         "sample_id": r["sample_id"], "reason": r["reject_reason"], "stage": r["reject_stage"],
         "detail": r["reject_detail"], "builder": r["builder"], "source": r["source"],
         "source_file": r["source_file"], "source_index": r["source_index"], "lang": r["lang"],
-        "record": json.dumps({
-            "kind": r["kind"], "src_lang": r["src_lang"], "messages": json.loads(r["messages"] or "null"),
-            "chosen": r["chosen"], "rejected": r["rejected"], "pref_reason": r["pref_reason"], "detail": r["detail"],
-        }, ensure_ascii=False),
+        "record": record(r),
     } for r in rows), REJECT_SCHEMA)
     name = reject_file_name(reason)
     sha = write_parquet(table, out_dir / name)

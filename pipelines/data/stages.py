@@ -26,7 +26,7 @@ from pipelines.data.builders import build_unit
 from pipelines.data.builders.context import BuildContext
 from pipelines.data.filters import apply_record_filters, dedup
 from pipelines.data.recipe import DedupFilter
-from pipelines.data.schema import PAIR_SCHEMA, RECORD_SCHEMA, STATS_SCHEMA, from_table, to_table
+from pipelines.data.schema import PAIR_SCHEMA, RECORD_SCHEMA, RL_PLACED_SCHEMA, STATS_SCHEMA, from_table, to_table
 
 # How a map stage's input is cut into calls on Ray (in one process every call gets the whole table):
 #   unit   one row per call: a work unit, whose build is the slow part
@@ -189,6 +189,21 @@ def place_pairs(batch: pa.Table, seed: int, num_shards: int) -> pa.Table:
 def write_pairs(group: pa.Table, out_dir: str) -> pa.Table:
     rows = from_table(group)
     return stats_row(shards.write_dpo_shard(rows, Path(out_dir), rows[0]["shard"]))
+
+
+def place_rl(batch: pa.Table, seed: int, num_shards: int) -> pa.Table:
+    """Surviving RL prompts with their order key and shard (a seeded shuffle; never mixed or packed)."""
+    keep = pc.and_(pc.equal(batch["kind"], "rl"), pc.is_null(batch["reject_reason"]))
+    rows = from_table(batch.filter(keep).select(
+        [n for n in RL_PLACED_SCHEMA.names if n not in ("order_key", "shard")]))
+    for row in rows:
+        row["order_key"], row["shard"] = shards.dpo_placement(row["sample_id"], seed, num_shards)
+    return to_table(rows, RL_PLACED_SCHEMA)
+
+
+def write_rl(group: pa.Table, out_dir: str) -> pa.Table:
+    rows = from_table(group)
+    return stats_row(shards.write_rl_shard(rows, Path(out_dir), rows[0]["shard"]))
 
 
 def stats_row(d: dict) -> pa.Table:

@@ -109,3 +109,19 @@ def merge_pairs(stats: list[dict]) -> dict:
         "pairs_by_language": dict(sorted(by_lang.items())),
         "pairs_by_reason": dict(sorted(by_reason.items())),
     }
+
+
+def merge_rl(stats: list[dict]) -> dict:
+    by_direction = Counter()
+    for s in stats:
+        by_direction.update(s["by_direction"])
+    prompts = sum(s["rows"] for s in stats)
+    tokens = sum(s["real_tokens"] for s in stats)
+    return {
+        "prompts": prompts,
+        "prompt_tokens": tokens,
+        "mean_prompt_tokens": round(tokens / prompts, 3) if prompts else 0.0,
+        "max_prompt_tokens": max((s["max_prompt_tokens"] for s in stats), default=0),
+        "reference_tokens": sum(s["reference_tokens"] for s in stats),
+        "prompts_by_direction": dict(sorted(by_direction.items())),
+    }

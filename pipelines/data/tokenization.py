@@ -2,7 +2,9 @@
 
 SFT rows get `input_ids` and `labels` (-100 on every prompt token); preference rows get `prompt_ids` (the
 prompt plus the opening of the model's turn) and `chosen_ids`/`rejected_ids` (the answer tokens with the
-END marker). Rows longer than `max_seq_len` are rejected (`too_long_tokens`), never truncated.
+END marker); RL rows get `prompt_ids` only, with the reference's length as an answer (`reference_tokens`).
+Rows longer than `max_seq_len` (for RL: the prompt plus the reference, what a rollout about as long as the
+reference needs) are rejected (`too_long_tokens`), never truncated.
 """
 
 from __future__ import annotations
@@ -43,6 +45,15 @@ def tokenize_rows(tok, rows: list[dict], max_seq_len: int) -> list[dict]:
                 reject(row, "too_long_tokens", "tokenize", f"{len(ids)} tokens > max_seq_len {max_seq_len}")
                 continue
             row["input_ids"], row["labels"] = _ids(ids), _ids(labels)
+        elif row["kind"] == "rl":
+            prompt_ids = prompts.encode_prompt(tok, msgs)
+            reference = answer_ids(tok, msgs, row["reference"], prompt_ids)
+            row["num_tokens"], row["reference_tokens"] = len(prompt_ids), len(reference)
+            if len(prompt_ids) + len(reference) > max_seq_len:
+                reject(row, "too_long_tokens", "tokenize", f"prompt {len(prompt_ids)} + reference {len(reference)} "
+                       f"tokens > max_seq_len {max_seq_len}")
+                continue
+            row["prompt_ids"] = _ids(prompt_ids)
         else:
             prompt_ids = prompts.encode_prompt(tok, msgs)
             chosen = answer_ids(tok, msgs, row["chosen"], prompt_ids)
@@ -56,9 +67,9 @@ def tokenize_rows(tok, rows: list[dict], max_seq_len: int) -> list[dict]:
     return rows
 
 
-READS = ("kind", "messages", "chosen", "rejected", "reject_reason", "reject_stage", "reject_detail")
+READS = ("kind", "messages", "chosen", "rejected", "reference", "reject_reason", "reject_stage", "reject_detail")
 WRITES = ("reject_reason", "reject_stage", "reject_detail", "minhash", "input_ids", "labels", "prompt_ids",
-          "chosen_ids", "rejected_ids", "num_tokens")
+          "chosen_ids", "rejected_ids", "num_tokens", "reference_tokens")
 
 
 def tokenize_table(tok, table: pa.Table, max_seq_len: int) -> pa.Table:

@@ -21,6 +21,11 @@ COLUMNS: dict[str, dict[str, str]] = {
         "sample_id": "string", "lang": "string", "reason": "string", "prompt_ids": "ints", "chosen_ids": "ints",
         "rejected_ids": "ints",
     },
+    # RL prompts (GRPO): generation prompts as `cluster.prompts.encode_prompt` made them, with the reference.
+    "rl": {
+        "sample_id": "string", "prompt_ids": "ints", "reference": "string", "source_text": "string",
+        "src_lang": "string", "tgt_lang": "string", "num_tokens": "int", "reference_tokens": "int",
+    },
 }
 
 
@@ -45,7 +50,7 @@ class DatasetError(ValueError):
 @dataclass(frozen=True)
 class DatasetInfo:
     path: Path
-    split: str  # "sft" or "dpo"
+    split: str  # "sft", "dpo" or "rl"
     dataset_id: str
     files: tuple[str, ...]
     num_rows: int
@@ -88,8 +93,12 @@ def _shard_files(root: Path, manifest: dict[str, Any], split: str) -> list[tuple
     if not listed:
         raise DatasetError(f"{root / 'manifest.json'}: shards.{split} is empty (the method needs the {split!r} split; "
                            "prepare a dataset that has it)")
+    if not isinstance(listed, list):
+        raise DatasetError(f"{root / 'manifest.json'}: shards.{split}: expected a list of shard entries")
     files = []
     for i, entry in enumerate(listed):
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            raise DatasetError(f"{root / 'manifest.json'}: shards.{split}[{i}].file: required (a path in the folder)")
         f = root / entry["file"]
         if not f.is_file():
             raise DatasetError(f"{f}: shard listed in manifest.json (shards.{split}[{i}]) is missing; the dataset "
@@ -131,6 +140,13 @@ def open_dataset(path: str | Path, split: str) -> DatasetInfo:
         path=root, split=split, dataset_id=dataset_id, files=tuple(str(f) for f in files), num_rows=num_rows,
         max_seq_len=_manifest_max_seq_len(manifest), manifest=manifest,
     )
+
+
+def open_rl_dataset(path: str | Path) -> DatasetInfo:
+    """The `rl` split (RL prompts with references) of a prepared dataset, checked like `open_dataset` checks
+    sft/dpo: the manifest's `shards.rl` entries, every listed shard present with its row count, and the
+    columns of `COLUMNS["rl"]`. A dataset prepared without an `rl` builder fails naming the missing split."""
+    return open_dataset(path, "rl")
 
 
 def check_tokenizer(info: DatasetInfo, model_dir: Path) -> None:

@@ -59,6 +59,8 @@ def print_summary(m: dict, folder: Path) -> None:
         rejected = sum(counts["rejected_by_builder"].get(b, {}).values())
         if m["recipe"]["builders"][b]["type"] == "preference":
             in_mix = f"{tokens['dpo']['pairs']} (dpo/)"
+        elif m["recipe"]["builders"][b]["type"] == "rl":
+            in_mix = f"{sum(avail.values())} (rl/)"
         else:
             in_mix = str(sum(picked.values())) if picked else "0"
         langs = picked or avail
@@ -84,6 +86,11 @@ def print_summary(m: dict, folder: Path) -> None:
         s.add_row("real / trainable tokens", f"{sft['real_tokens']} / {sft['trainable_tokens']}")
         s.add_row(f"packing efficiency (max_seq_len {sft['max_seq_len']})", f"{sft['packing_efficiency']:.1%}")
     s.add_row("DPO pairs", f"{dpo['pairs']}  {dpo['pairs_by_reason']}" if dpo["pairs"] else "0")
-    s.add_row("shards", f"sft {len(m['shards']['sft'])}, dpo {len(m['shards']['dpo'])}")
+    if "rl" in tokens:
+        rl = tokens["rl"]
+        s.add_row("RL prompts (max prompt tokens)", f"{rl['prompts']} ({rl['max_prompt_tokens']})  "
+                  f"{len(rl['prompts_by_direction'])} directions")
+    s.add_row("shards", f"sft {len(m['shards']['sft'])}, dpo {len(m['shards']['dpo'])}"
+              + (f", rl {len(m['shards']['rl'])}" if "rl" in m["shards"] else ""))
     s.add_row("folder", str(folder))
     console.print(s)

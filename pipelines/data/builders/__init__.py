@@ -7,7 +7,7 @@ record, so the units' size and order never change the output.
 from __future__ import annotations
 
 from cluster.config import RecipeError
-from pipelines.data.builders import crosslingual, instructions, interactive, preference, translation
+from pipelines.data.builders import crosslingual, instructions, interactive, preference, rl_prompts, translation
 from pipelines.data.builders.context import BuildContext, Unit
 from pipelines.data.inventory import SourceInfo
 from pipelines.data.recipe import PrepareRecipe
@@ -18,6 +18,7 @@ BUILDERS = {
     "interactive": interactive,
     "crosslingual": crosslingual,
     "preference": preference,
+    "rl": rl_prompts,
 }
 
 
@@ -35,6 +36,15 @@ def check_plan(recipe: PrepareRecipe, infos: dict[str, SourceInfo]) -> None:
                 missing = [x for x in b.languages if x not in info.languages]
                 if missing and info.type == "multi_parallel":
                     raise RecipeError(f"builders.{name}.languages: {missing} not in source {s!r} {info.languages}")
+            if b.type == "rl":
+                try:
+                    rl_prompts.directions(b, info)
+                except ValueError as exc:
+                    field = "languages" if b.languages else "directions"
+                    raise RecipeError(f"builders.{name}.{field}: {exc}") from None
+                if b.skip_lines >= info.count:
+                    raise RecipeError(f"builders.{name}.skip_lines: {b.skip_lines} skips every line of source {s!r} "
+                                      f"({info.count} lines)")
             if b.type == "interactive" and len(info.languages) < 3:
                 raise RecipeError(f"builders.{name}: source {s!r} needs at least 3 languages for follow-ups")
 

@@ -135,3 +135,73 @@ def test_without_dedup_no_shuffle_precedes_tokenizing_and_the_bytes_match(data_r
     assert ray_out.name == reference.name and files_of(ray_out) == files_of(reference)
     run = json.loads((ray_out / "run.json").read_text())
     assert run["records_built"] == manifest.load(ray_out)["counts"]["built"]
+
+
+def test_rl_split_end_to_end_read_by_train(data_ray, tiny_model, tmp_path):
+    """An `rl` builder next to an SFT one: prompts written to rl/ (never mixed or packed), listed in the manifest,
+    byte-identical to the single-process reference, and read back by training's dataset check."""
+    from pipelines.data.schema import RL_SCHEMA
+    from pipelines.train import shards as train_shards
+
+    en = ["The committee will publish its final report on the new railway line next spring.",
+          "Tourists visiting the old town are asked to respect the quiet hours after ten.", "Hello there."]
+    de = ["Der Ausschuss wird seinen Abschlussbericht über die neue Bahnstrecke im nächsten Frühjahr veröffentlichen.",
+          "The museum in the city centre will stay closed for renovation until the end of the year.", ""]
+    for name, lines in (("en.txt", en), ("de.txt", de)):
+        (tmp_path / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def recipe(out: str) -> PrepareRecipe:
+        return validate(PrepareRecipe, {
+            "name": "rl-small", "model": str(tiny_model), "max_seq_len": 256, "output_dir": out,
+            "sources": {
+                "ntrex": {"type": "multi_parallel", "path": "ntrex128", "languages": ["en", "de", "zh", "sw"],
+                          "limit": 60},
+                "mine": {"type": "parallel", "src_path": str(tmp_path / "en.txt"),
+                         "tgt_path": str(tmp_path / "de.txt"), "src_lang": "en", "tgt_lang": "de"},
+            },
+            "builders": {
+                "translation": {"type": "translation", "sources": ["ntrex"], "share": 0.2},
+                "rl": {"type": "rl", "sources": ["ntrex"], "per_direction": 12, "skip_lines": 10},
+                "rl_mine": {"type": "rl", "sources": ["mine"], "directions": ["en->de"]},
+            },
+            "shards": {"num_shards": 2},
+            "ray": {"chunk_records": 25, "progress": False},
+        })
+
+    out = run_prepare(recipe(str(tmp_path / "ray")), address=data_ray)
+    m = manifest.verify(out)
+    entries = m["shards"]["rl"]
+    assert [e["file"] for e in entries] == ["rl/part-00000.parquet", "rl/part-00001.parquet"]
+    tables = [pq.read_table(out / e["file"]) for e in entries]
+    assert all(t.schema.equals(RL_SCHEMA) for t in tables)
+    assert [t.num_rows for t in tables] == [e["rows"] for e in entries]
+    rows = [r for t in tables for r in t.to_pylist()]
+    assert len(rows) == m["counts"]["rl_prompts"] == m["tokens"]["rl"]["prompts"] > 0
+    assert m["counts"]["available_by_builder_language"]["rl_mine"] == {"deu_Latn": 1}
+    assert sum(m["tokens"]["rl"]["prompts_by_direction"].values()) == len(rows)
+    tok = load_tokenizer(tiny_model)
+    for r in rows:
+        msgs = prompts.translation_messages(r["src_lang"], r["tgt_lang"], r["source_text"])
+        assert r["prompt_ids"] == prompts.encode_prompt(tok, msgs) and r["num_tokens"] == len(r["prompt_ids"])
+        assert r["num_tokens"] + r["reference_tokens"] <= 256 and r["reference"]
+    assert [r["sample_id"] for r in rows] != sorted(r["sample_id"] for r in rows)  # shuffled by the seed
+
+    # RL prompts are neither mixed nor packed into SFT; rejected ones are kept with a reason
+    sft_ids = {s for e in m["shards"]["sft"] for x in pq.read_table(out / e["file"])["sample_ids"].to_pylist()
+               for s in x}
+    assert sft_ids and not any(s.startswith("rl") for s in sft_ids)
+    rejects = {e["reason"]: pq.read_table(out / e["file"]).to_pylist() for e in m["rejects"]}
+    mine = {r["sample_id"]: r for rs in rejects.values() for r in rs if r["builder"] == "rl_mine"}
+    assert {r["reason"] for r in mine.values()} == {"lang_mismatch", "too_short"}
+    assert json.loads(mine["rl_mine/mine/000002/eng_Latn>deu_Latn"]["record"])["reference"] == de[1]
+
+    # training reads and checks the split from the manifest (rows, columns, tokenizer, checksums)
+    info = train_shards.open_rl_dataset(out)
+    assert (info.split, info.num_rows, info.dataset_id) == ("rl", len(rows), m["dataset_id"])
+    assert [Path(f).name for f in info.files] == ["part-00000.parquet", "part-00001.parquet"]
+    train_shards.check_tokenizer(info, tiny_model)
+    train_shards.verify_checksums(info)
+    assert set(train_shards.COLUMNS["rl"]) <= set(RL_SCHEMA.names)
+
+    reference = run_reference(recipe(str(tmp_path / "ref")))
+    assert reference.name == out.name and files_of(reference) == files_of(out)

@@ -6,7 +6,7 @@ from cluster.config import RecipeError, load_recipe, validate
 from pipelines.data.recipe import PrepareRecipe
 from xalign.recipes import load_any
 
-SHIPPED = ("bayling2-mini", "bayling2-mini-noxling", "xllama-mini", "xllms100-mini")
+SHIPPED = ("bayling2-mini", "bayling2-mini-noxling", "xllama-mini", "xllms100-mini", "grpo-ntrex-mini")
 
 
 def base(**extra) -> dict:

@@ -294,3 +294,36 @@ def test_shard_deleted_or_changed_after_prepare_is_named(tmp_path, capsys):
     (data / "sft" / "part-00000.parquet").write_bytes(b"not parquet")
     with pytest.raises(shards.DatasetError, match=r"part-00000\.parquet: not a readable Parquet shard"):
         shards.open_dataset(data, "sft")
+
+
+def test_rl_split_contract_names_file_and_column(tmp_path):
+    """`method: grpo` reads the `rl` split: a dataset without one, a bad manifest entry and a missing or mistyped
+    column are errors naming the file and the column."""
+    data = tmp_path / "data"
+    data.mkdir()
+    manifest = {"dataset_id": "abc", "shards": {"sft": [], "dpo": []}}  # prepared without an rl builder
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(shards.DatasetError, match=r"no part-\*\.parquet shards \(method needs the 'rl' split\)"):
+        shards.open_rl_dataset(data)
+    manifest["shards"]["rl"] = [{"rows": 1}]
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(shards.DatasetError, match=r"manifest\.json: shards\.rl\[0\]\.file: required"):
+        shards.open_rl_dataset(data)
+
+    row = {"sample_id": pa.array(["rl/ntrex/000001/eng_Latn>deu_Latn"]), "prompt_ids": pa.array([[2, 4, 5]],
+           pa.list_(pa.int32())), "reference": pa.array(["Guten Morgen!"]), "source_text": pa.array(["Good morning!"]),
+           "src_lang": pa.array(["eng_Latn"]), "tgt_lang": pa.array(["deu_Latn"]),
+           "num_tokens": pa.array([3], pa.int32()), "reference_tokens": pa.array([5], pa.int32())}
+    manifest["shards"]["rl"] = [{"file": "rl/part-00000.parquet", "rows": 1}]
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    _write_shard(data / "rl" / "part-00000.parquet", pa.table({k: v for k, v in row.items() if k != "reference"}))
+    with pytest.raises(shards.DatasetError, match=r"rl/part-00000\.parquet: column 'reference' is missing"):
+        shards.open_rl_dataset(data)
+    _write_shard(data / "rl" / "part-00000.parquet", pa.table({**row, "prompt_ids": pa.array(["2 4 5"])}))
+    with pytest.raises(shards.DatasetError, match=r"column 'prompt_ids' has type string, expected list<int32>"):
+        shards.open_rl_dataset(data)
+    _write_shard(data / "rl" / "part-00000.parquet", pa.table(row))
+    info = shards.open_rl_dataset(data)
+    assert (info.split, info.num_rows, info.dataset_id) == ("rl", 1, "abc")
+    with pytest.raises(shards.DatasetError, match=r"shards\.sft is empty"):
+        shards.open_dataset(data, "sft")
