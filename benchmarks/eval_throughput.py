@@ -74,7 +74,8 @@ def method_llm_generate(args: argparse.Namespace) -> dict[str, Any]:
     from cluster import prompts
     from cluster.engine import configure_process_env, engine_kwargs
     from cluster.models import resolve_model
-    from evaluation.generation.requests import clean, messages, stop_token_ids
+    from cluster.tokenizer import stop_token_ids
+    from evaluation.generation.requests import clean, messages
 
     engine, gen = _settings(args)
     path = str(resolve_model(args.model))
@@ -87,7 +88,7 @@ def method_llm_generate(args: argparse.Namespace) -> dict[str, Any]:
     tok = AutoTokenizer.from_pretrained(path)
     llm = LLM(**engine_kwargs(engine, path))
     params = SamplingParams(max_tokens=gen.max_tokens, temperature=0.0, seed=engine.seed, stop=[prompts.END],
-                            stop_token_ids=stop_token_ids(path, tok))
+                            stop_token_ids=stop_token_ids(tok, path))
     t1 = time.time()
     ids = [prompts.encode_prompt(tok, messages(r)) for r in rows]
     outs = llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=False)

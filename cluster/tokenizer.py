@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from cluster import prompts
 
@@ -110,3 +111,15 @@ def tokenizer_identity(model_path: str | Path) -> dict:
         "bos_token_id": bos_id,
         "end_of_turn_id": end_id,
     }
+
+
+def stop_token_ids(tokenizer: Any, model_dir: str | Path) -> list[int]:
+    """Where generation ends, for every engine xalign runs (serving, evaluation, GRPO rollouts): the end of turn
+    and every EOS the tokenizer or the model's generation_config names, so answers end where trained ones did."""
+    ids = {tokenizer.convert_tokens_to_ids(prompts.END), tokenizer.eos_token_id}
+    cfg = Path(model_dir) / "generation_config.json"
+    if cfg.is_file():
+        eos = json.loads(cfg.read_text()).get("eos_token_id")
+        ids.update(eos if isinstance(eos, list) else [eos])
+    unk = getattr(tokenizer, "unk_token_id", None)
+    return sorted(i for i in ids if isinstance(i, int) and i >= 0 and i != unk)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.engine import configure_process_env, engine_kwargs
+from cluster.tokenizer import stop_token_ids
 from serving import errors
 from serving.recipe import ServeRecipe
 
@@ -322,20 +323,6 @@ def check_adapter(name: str, path: str, max_rank: int) -> Path:
     if rank > max_rank:
         raise ValueError(f"adapters.{name}: LoRA rank {rank} exceeds engine.max_lora_rank={max_rank}")
     return folder.resolve()
-
-
-def stop_token_ids(tokenizer: Any, model_path: Path) -> list[int]:
-    """End of turn and every EOS the generation config names: served answers end where trained ones did."""
-    from cluster import prompts
-
-    ids = {tokenizer.convert_tokens_to_ids(prompts.END)}
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    cfg = model_path / "generation_config.json"
-    if cfg.is_file():
-        eos = json.loads(cfg.read_text()).get("eos_token_id")
-        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    return sorted(i for i in ids if isinstance(i, int) and i >= 0)
 
 
 def default_temperature(model_path: Path) -> float:

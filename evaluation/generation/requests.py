@@ -10,7 +10,6 @@ reference point for a base model that was never taught the chat format. Its exam
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from cluster import prompts
@@ -76,17 +75,6 @@ def encode_row(tokenizer: Any, row: dict[str, Any], template: int = 0) -> list[i
 
 def stop_strings(style: str) -> list[str]:
     return [prompts.END, *FEW_SHOT_STOP] if style == "few_shot" else [prompts.END]
-
-
-def stop_token_ids(model_dir: str | Path, tokenizer: Any) -> list[int]:
-    """End of turn plus every EOS the model's generation_config names."""
-    ids = {tokenizer.convert_tokens_to_ids(prompts.END), tokenizer.eos_token_id}
-    cfg = Path(model_dir) / "generation_config.json"
-    if cfg.is_file():
-        eos = json.loads(cfg.read_text()).get("eos_token_id")
-        ids.update(eos if isinstance(eos, list) else [eos])
-    unk = getattr(tokenizer, "unk_token_id", None)
-    return sorted(i for i in ids if isinstance(i, int) and i != unk)
 
 
 def clean(text: str) -> str:

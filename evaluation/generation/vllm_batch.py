@@ -20,7 +20,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cluster.engine import EngineSettings
-from evaluation.generation.requests import clean, encode_row, stop_strings, stop_token_ids
+from cluster.tokenizer import stop_token_ids
+from evaluation.generation.requests import clean, encode_row, stop_strings
 from evaluation.recipe import GenerationSettings
 
 # The class name shows up in Ray's actor table as MapWorker(MapBatches(VLLMTranslator)).
@@ -45,7 +46,7 @@ class VLLMTranslator:
             style: SamplingParams(
                 max_tokens=self.gen.max_tokens, temperature=self.gen.temperature, seed=settings.seed,
                 repetition_penalty=self.gen.repetition_penalty,
-                stop=stop_strings(style), stop_token_ids=stop_token_ids(model_path, self.tokenizer),
+                stop=stop_strings(style), stop_token_ids=stop_token_ids(self.tokenizer, model_path),
             )
             for style in ("chat", "few_shot")
         }

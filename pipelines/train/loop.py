@@ -6,7 +6,8 @@ benchmark run this same code; only the batch source and the hooks differ.
 Loss normalization: an SFT step's loss is the mean over every response token of the global batch
 (all micro-batches of all ranks), whatever the packing put in each micro-batch; DeepSpeed's 1/GA
 loss scaling and gradient averaging over ranks are undone by the scale factor. A DPO step averages
-over pairs, which every micro-batch has equally many of.
+over pairs, which every micro-batch has equally many of; a GRPO step over completions (every micro-batch of
+prompts has group_size completions per prompt).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class StepStats:
     chosen_reward: float | None = None
     rejected_reward: float | None = None
     peak_rss_mb: float | None = None  # the largest peak resident memory over the workers
+    extra: dict[str, float] | None = None  # method-specific metrics (GRPO: rewards, KL, rollout and sync times)
 
 
 def _all_reduce(values: list[float], op=None) -> list[float]:
@@ -126,8 +128,11 @@ class PolicyTrainer:
             sched.step(1 if dsc.warmup_steps(recipe, plan.total_steps) > 0 else 0)
         tok_pad = getattr(cfg, "pad_token_id", None)
         self.pad_id = int(tok_pad if tok_pad is not None else (getattr(cfg, "eos_token_id", 0) or 0))
+        self.rollouts: Any = None  # GRPO: a pipelines.train.grpo_step.GrpoStep, set by the worker
 
-    def collate(self, batch: dict[str, np.ndarray]) -> MicroBatch:
+    def collate(self, batch: dict[str, np.ndarray]) -> MicroBatch | PromptBatch:
+        if self.recipe.method == "grpo":
+            return PromptBatch.from_rows(batch)
         fn = collate_dpo if self.recipe.method == "dpo" else collate_sft
         return fn(batch, self.pad_id, self.recipe.batch.max_seq_len).to(self.engine.device)
 
@@ -137,7 +142,10 @@ class PolicyTrainer:
         stats.peak_rss_mb = _all_reduce([peak_rss_mb()], dist.ReduceOp.MAX)[0]
         return stats
 
-    def _step(self, mbs: list[MicroBatch], started: float) -> StepStats:
+    def _step(self, mbs: list[Any], started: float) -> StepStats:
+        if self.recipe.method == "grpo":
+            assert self.rollouts is not None, "method grpo needs a rollout engine (PolicyTrainer.rollouts)"
+            return self.rollouts.step(self, mbs, started)
         engine, ga = self.engine, self.recipe.grad_accum
         lr = float(engine.get_lr()[0])  # the rate this step uses (the scheduler advances inside step())
         local_tokens = sum(mb.tokens for mb in mbs)
@@ -175,11 +183,32 @@ class PolicyTrainer:
         return None if g is None else float(g)
 
     def flops_per_token(self, tokens: int, rows: int) -> float:
-        seqs = rows * (2 if self.recipe.method == "dpo" else 1)
+        seqs = rows * {"dpo": 2, "grpo": self.recipe.grpo.group_size}.get(self.recipe.method, 1)
+        reference = self.recipe.method == "dpo" or (self.recipe.method == "grpo" and self.recipe.grpo.kl_beta > 0)
         return train_flops_per_token(
             self.n_params, self.n_layers, self.hidden, tokens / max(seqs, 1), lora=self.recipe.lora is not None,
-            reference_forward=self.recipe.method == "dpo",
+            reference_forward=reference,
         )
+
+
+@dataclass
+class PromptBatch:
+    """GRPO: a micro-batch of RL prompts (the `rl` split), before rollouts turn it into sequences."""
+
+    prompt_ids: list[list[int]]
+    references: list[str]
+    sources: list[str]
+    src_langs: list[str]
+    tgt_langs: list[str]
+    keys: list[str]
+    rows: int
+
+    @classmethod
+    def from_rows(cls, batch: dict[str, np.ndarray]) -> PromptBatch:
+        keys = [str(x) for x in batch["sample_id"]]
+        return cls([[int(t) for t in p] for p in batch["prompt_ids"]], [str(x) for x in batch["reference"]],
+                   [str(x) for x in batch["source_text"]], [str(x) for x in batch["src_lang"]],
+                   [str(x) for x in batch["tgt_lang"]], keys, len(keys))
 
 
 BatchSource = Callable[[int], Iterator[dict[str, np.ndarray]]]  # epoch -> this rank's micro-batches, in order
@@ -204,6 +233,8 @@ def metrics_row(
     if trainer.recipe.method == "dpo":
         row.update(reward_margin=stats.reward_margin, reward_accuracy=stats.reward_accuracy,
                    chosen_reward=stats.chosen_reward, rejected_reward=stats.rejected_reward)
+    if stats.extra:
+        row.update(stats.extra)
     return row
 
 

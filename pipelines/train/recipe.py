@@ -1,4 +1,4 @@
-"""The `xalign train` recipe: one validated model for SFT (full or LoRA) and DPO on Ray Train + DeepSpeed.
+"""The `xalign train` recipe: one validated model for SFT (full or LoRA), DPO and GRPO on Ray Train + DeepSpeed.
 
 Sections follow torchtune's layout (model, data, optimizer, schedule, batch, ...), so a paper setup
 (BayLing 2: global batch 128, lr 2e-5, ZeRO-3, bf16, 8 GPUs) and its CPU miniature differ only in values.
@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from cluster.config import Strict
+from pipelines.train.rewards.settings import RewardSettings
 
 
 class ModelSection(Strict):
@@ -37,6 +38,25 @@ class LoraSection(Strict):
 
 class DpoSection(Strict):
     beta: float = Field(0.1, gt=0)
+
+
+class GrpoSection(Strict):
+    """GRPO (method: grpo): rollouts from a vLLM engine, translation rewards, the clipped policy gradient."""
+
+    group_size: int = Field(4, ge=2)  # completions sampled per prompt; advantages are relative within the group
+    max_new_tokens: int = Field(96, gt=0)
+    temperature: float = Field(1.0, gt=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    clip_eps: float = Field(0.2, gt=0, lt=1)
+    kl_beta: float = Field(0.04, ge=0)  # KL penalty to the reference (the base under the adapters); 0 = off
+    scale_rewards: bool = True  # divide by the group's std (GRPO); false: only centre (Dr. GRPO)
+    rewards: RewardSettings = Field(default_factory=RewardSettings)
+    # The rollout engine (a vLLM actor). Colocated by default: it holds no CPU of its own and takes turns with the
+    # learner; on a GPU cluster give it its own resources.
+    engine_cpus: float = Field(0.0, ge=0)
+    engine_gpus: float = Field(0.0, ge=0)
+    kv_cache_gib: float = Field(1.0, gt=0)
+    max_model_len: int = Field(512, gt=16)
 
 
 class DataSection(Strict):
@@ -122,10 +142,11 @@ class TrainRecipe(Strict):
     kind: Literal["train"] = "train"
     name: str = "train"
     description: str = ""
-    method: Literal["sft", "dpo"] = "sft"
+    method: Literal["sft", "dpo", "grpo"] = "sft"
     model: ModelSection = Field(default_factory=ModelSection)
     lora: LoraSection | None = None  # set: LoRA (peft) on the frozen base; None: full fine-tuning
     dpo: DpoSection = Field(default_factory=DpoSection)
+    grpo: GrpoSection = Field(default_factory=GrpoSection)
     data: DataSection = Field(default_factory=DataSection)
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
@@ -153,6 +174,17 @@ class TrainRecipe(Strict):
                              "trained embedding rows, so only the merged model serves what was trained")
         if self.deepspeed.offload_params and self.deepspeed.zero_stage != 3:
             raise ValueError("deepspeed.offload_params needs deepspeed.zero_stage 3")
+        if self.method == "grpo":
+            # The rollout engine gets the policy's new weights every step as a LoRA adapter saved from one rank;
+            # full-weight sync (and ZeRO-3's gathering for it) is not built yet.
+            if self.lora is None:
+                raise ValueError("lora: method grpo trains LoRA adapters (the rollout engine loads them every step); "
+                                 "full fine-tuning is not supported for grpo yet")
+            if self.lora.trainable_tokens:
+                raise ValueError("lora.trainable_tokens: vLLM's LoRA support cannot load trained embedding rows, so "
+                                 "grpo's rollouts would not see them")
+            if self.deepspeed.zero_stage == 3:
+                raise ValueError("deepspeed.zero_stage: grpo needs 0-2 (each rank holds the whole adapter to save)")
         return self
 
     @property
@@ -162,4 +194,4 @@ class TrainRecipe(Strict):
     @property
     def split(self) -> str:
         """The dataset folder's subfolder this method trains on."""
-        return "dpo" if self.method == "dpo" else "sft"
+        return {"dpo": "dpo", "grpo": "rl"}.get(self.method, "sft")

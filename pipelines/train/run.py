@@ -118,6 +118,7 @@ def run_train(recipe: TrainRecipe | None, address: str | None = None, resume: st
         recipe=recipe.model_dump(mode="json"), run_id=run_id, run_dir=str(run_dir), model_dir=str(model_dir),
         dataset_id=info.dataset_id, dataset_path=str(info.path), recipe_hash=recipe_hash(recipe),
         plan=plan.__dict__, stop_after_step=stop_after_step, hold_after_step=int(hold_env) if hold_env else None,
+        rollout_actor=f"xalign-rollout-{run_id}" if recipe.method == "grpo" else None,
     )
     _write_status(run_dir, state="running", run_id=run_id, total_steps=plan.total_steps,
                   steps_per_epoch=plan.steps_per_epoch, dataset_rows=info.num_rows,
@@ -154,6 +155,7 @@ def _fit(recipe: TrainRecipe, job: WorkerJob, info, run_id: str, output_dir: Pat
     with ray_session(address):
         dataset = read_split(info, recipe.data.read_blocks)
         dataset.context.enable_progress_bars = False  # the training bar is the progress
+        rollout = _start_rollout_engine(recipe, job) if recipe.method == "grpo" else None
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config=job.model_dump(),
@@ -171,7 +173,32 @@ def _fit(recipe: TrainRecipe, job: WorkerJob, info, run_id: str, output_dir: Pat
             dataset_config=DataConfig(execution_options=ExecutionOptions(preserve_order=True),
                                       enable_shard_locality=False),
         )
-        return trainer.fit()
+        try:
+            return trainer.fit()
+        finally:
+            if rollout is not None:
+                import ray
+
+                ray.kill(rollout)
+
+
+def _start_rollout_engine(recipe: TrainRecipe, job: WorkerJob):
+    """GRPO's vLLM actor on the base model, before the workers that look it up by name (WorkerJob.rollout_actor)."""
+    from transformers import AutoTokenizer
+
+    from cluster.engine import EngineSettings
+    from cluster.tokenizer import stop_token_ids
+    from pipelines.train.rollout import start_engine
+
+    g, lora = recipe.grpo, recipe.lora
+    assert lora is not None and job.rollout_actor is not None  # the recipe's grpo checks
+    settings = EngineSettings(model=job.model_dir, dtype=recipe.model.dtype, max_model_len=g.max_model_len,
+                              max_num_seqs=max(g.group_size * recipe.batch.micro_batch_size * recipe.grad_accum, 1),
+                              kv_cache_gib=g.kv_cache_gib, enable_lora=True, max_loras=2, max_lora_rank=lora.r,
+                              seed=recipe.training.seed)
+    stops = stop_token_ids(AutoTokenizer.from_pretrained(job.model_dir), job.model_dir)
+    return start_engine(settings, job.model_dir, stops, num_cpus=g.engine_cpus, num_gpus=g.engine_gpus,
+                        name=job.rollout_actor)
 
 
 def _fetch_export(checkpoint, dest: Path) -> None:

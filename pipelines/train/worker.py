@@ -37,6 +37,7 @@ class WorkerJob(BaseModel):
     # records its PID in `<run>/.holding` and waits, so a test (or an operator rehearsing recovery) can
     # SIGKILL that worker, or the driver, at a known point of a live run.
     hold_after_step: int | None = None
+    rollout_actor: str | None = None  # GRPO: the name of the vLLM rollout actor the driver started
 
     def lineage(self, step: int) -> dict[str, Any]:
         r = self.recipe
@@ -80,6 +81,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if ckpt is not None:
         with ckpt.as_directory() as d:
             state = checkpointing.load(trainer.engine, Path(d), rank, world, meta, lora)
+    if recipe.method == "grpo":
+        from pipelines.train.grpo_step import GrpoStep
+        from pipelines.train.rollout import find_engine
+
+        assert job.rollout_actor is not None
+        trainer.rollouts = GrpoStep(find_engine(job.rollout_actor), run_dir / "rollout-adapters", rank,
+                                    recipe.training.seed, state.step)
     logger = MetricsLogger(run_dir if rank == 0 else None, resume_step=state.step)
     peak = peak_flops_per_worker(recipe.metrics.peak_tflops_per_worker, recipe.scaling.use_gpu, recipe.model.dtype)
     progress = _progress(rank, plan.total_steps, state.step, job.run_id)

@@ -238,7 +238,8 @@ def test_served_checkpoint_must_carry_xalign_template(tiny_model: Path, tmp_path
     from transformers import AutoTokenizer
 
     from cluster import prompts
-    from serving.generation import TemplateMismatchError, check_chat_template, stop_token_ids
+    from cluster.tokenizer import stop_token_ids
+    from serving.generation import TemplateMismatchError, check_chat_template
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     check_chat_template(tok, tiny_model)  # what cluster.tiny_model exports: accepted
