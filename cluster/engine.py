@@ -60,6 +60,10 @@ def engine_kwargs(settings: EngineSettings, model_path: str) -> dict[str, Any]:
     }
     if not on_gpu():
         kw["kv_cache_memory_bytes"] = int(settings.kv_cache_gib * 2**30)
+        # vLLM's CPU worker cannot rewind a seeded request's generator when a chunked prefill discards its sampled
+        # token ("CPU Generator does not use offset"): the engine dies, and every request in flight with it. Whole
+        # prefills avoid that (tests/cluster/test_engine.py::test_seeded_requests_beyond_one_prefill_chunk).
+        kw["enable_chunked_prefill"] = False
     if settings.enable_lora:
         kw.update(enable_lora=True, max_loras=settings.max_loras, max_lora_rank=settings.max_lora_rank)
     return kw

@@ -41,11 +41,16 @@ class WorkerJob(BaseModel):
 
     def lineage(self, step: int) -> dict[str, Any]:
         r = self.recipe
-        return {
+        out = {
             "run_id": self.run_id, "step": step, "method": r["method"], "lora": r["lora"] is not None,
             "dataset_id": self.dataset_id, "dataset_path": self.dataset_path, "recipe_hash": self.recipe_hash,
             "recipe": r["name"], "base_model": r["model"]["base"], "base_model_path": self.model_dir,
         }
+        # Trained on top of another run's export (DPO or GRPO after SFT): that run's lineage, as the parent.
+        parent = Path(self.model_dir).parent / "lineage.json"
+        if Path(self.model_dir).name == "model" and parent.is_file():
+            out["parent"] = json.loads(parent.read_text())
+        return out
 
 
 def _threads(recipe: TrainRecipe) -> int:

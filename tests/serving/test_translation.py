@@ -391,3 +391,4 @@ def test_deadline_and_cancellation_abort_the_engine_request(loop: asyncio.Abstra
 
     loop.run_until_complete(stream_dropped())
     assert _depth_returns_to_zero(generator, loop) == 0
+

@@ -147,6 +147,7 @@ def test_sft_then_dpo_through_the_demo_stages(tiny_model, embedded_ray, tmp_path
     sft, dpo = trained["xllms100"].result, trained["xllms100-dpo"].result
     assert datasets["xllms100-dpo"].result.path == datasets["xllms100"].result.path
     assert dpo.lineage["base_model"] == sft.model and dpo.steps == 3
+    assert dpo.lineage["parent"]["method"] == "sft" and dpo.lineage["parent"]["run_id"] == sft.lineage["run_id"]
     assert dpo.reward_margin is not None and 0.0 <= (dpo.reward_accuracy or 0.0) <= 1.0
     rows = [json.loads(line) for line in (Path(dpo.run_dir) / "metrics.jsonl").read_text().splitlines()]
     assert all({"reward_margin", "reward_accuracy", "chosen_reward", "rejected_reward"} <= set(r) for r in rows)
