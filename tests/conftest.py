@@ -7,7 +7,9 @@ takes a minute); everything else a test writes goes under pytest's tmp_path.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -98,7 +100,19 @@ def embedded_ray():
 _EXIT_STATUS: list[int] = []
 
 
+# Hypothesis (and schemathesis on it) caches under ./.hypothesis even without an example database: give it a
+# directory of the run's own, removed at the end, so a test run leaves nothing in the checkout.
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="xa-hypothesis-")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_HYPOTHESIS_HOME, ignore_errors=True)
     _EXIT_STATUS.append(int(exitstatus))
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():

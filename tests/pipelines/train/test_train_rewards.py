@@ -151,7 +151,8 @@ def test_rollouts_take_flores_codes():
 ALL = RewardSettings(weights=dict.fromkeys(REWARD_NAMES, 1.0))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(completion=st.text(max_size=200), reference=st.text(max_size=200), source=st.text(max_size=200),
        tgt=st.sampled_from(["deu_Latn", "zho_Hans", "jpn_Jpan", "tha_Thai", "wol_Latn", "hin_Deva"]),
        finish_reason=st.sampled_from(["stop", "length", "abort", None]))
