@@ -177,13 +177,18 @@ def pack_and_write(group: pa.Table, out_dir: str, max_seq_len: int) -> pa.Table:
     return stats_row(shards.write_sft_shard(rows, Path(out_dir), rows[0]["shard"], max_seq_len))
 
 
-def place_pairs(batch: pa.Table, seed: int, num_shards: int) -> pa.Table:
-    """Surviving preference pairs with their order key and shard."""
-    keep = pc.and_(pc.equal(batch["kind"], "dpo"), pc.is_null(batch["reject_reason"]))
-    rows = from_table(batch.filter(keep).select([n for n in PAIR_SCHEMA.names if n not in ("order_key", "shard")]))
+def _place(batch: pa.Table, kind: str, schema: pa.Schema, seed: int, num_shards: int) -> pa.Table:
+    """Surviving records of `kind` with their seeded order key and shard (never mixed or packed)."""
+    keep = pc.and_(pc.equal(batch["kind"], kind), pc.is_null(batch["reject_reason"]))
+    rows = from_table(batch.filter(keep).select([n for n in schema.names if n not in ("order_key", "shard")]))
     for row in rows:
         row["order_key"], row["shard"] = shards.dpo_placement(row["sample_id"], seed, num_shards)
-    return to_table(rows, PAIR_SCHEMA)
+    return to_table(rows, schema)
+
+
+def place_pairs(batch: pa.Table, seed: int, num_shards: int) -> pa.Table:
+    """Surviving preference pairs with their order key and shard."""
+    return _place(batch, "dpo", PAIR_SCHEMA, seed, num_shards)
 
 
 def write_pairs(group: pa.Table, out_dir: str) -> pa.Table:
@@ -192,13 +197,8 @@ def write_pairs(group: pa.Table, out_dir: str) -> pa.Table:
 
 
 def place_rl(batch: pa.Table, seed: int, num_shards: int) -> pa.Table:
-    """Surviving RL prompts with their order key and shard (a seeded shuffle; never mixed or packed)."""
-    keep = pc.and_(pc.equal(batch["kind"], "rl"), pc.is_null(batch["reject_reason"]))
-    rows = from_table(batch.filter(keep).select(
-        [n for n in RL_PLACED_SCHEMA.names if n not in ("order_key", "shard")]))
-    for row in rows:
-        row["order_key"], row["shard"] = shards.dpo_placement(row["sample_id"], seed, num_shards)
-    return to_table(rows, RL_PLACED_SCHEMA)
+    """Surviving RL prompts with their order key and shard (a seeded shuffle)."""
+    return _place(batch, "rl", RL_PLACED_SCHEMA, seed, num_shards)
 
 
 def write_rl(group: pa.Table, out_dir: str) -> pa.Table:

@@ -32,8 +32,8 @@ def _barrier() -> None:
 
 
 class GrpoStep:
-    def __init__(self, engine: Any, adapters_dir: Path, rank: int, seed: int, step: int) -> None:
-        self.engine, self.adapters_dir, self.rank, self.seed = engine, Path(adapters_dir), rank, seed
+    def __init__(self, engine: Any, adapters_dir: Path, rank: int, step: int) -> None:
+        self.engine, self.adapters_dir, self.rank = engine, Path(adapters_dir), rank
         self.step_index = step  # optimizer steps done (a resumed run starts at its checkpoint's step)
         self.adapter: tuple[str, int, str] | None = None  # what the engine samples from; None = the base
         self.synced = 0 if step == 0 else -1  # step whose weights the engine holds (a fresh adapter is the base)
@@ -64,9 +64,8 @@ class GrpoStep:
         g = trainer.recipe.grpo
         sync_s = self.sync(trainer) if self.synced != self.step_index else 0.0
         prompts = [p for b in batches for p in b.prompt_ids]
-        seed = (self.seed * 1_000_003 + self.step_index) * 64 + self.rank
         result = ray.get(self.engine.generate.remote(prompts, g.group_size, g.max_new_tokens, g.temperature, g.top_p,
-                                                     seed, self.adapter))
+                                                     self.adapter))
         reward_started = time.perf_counter()
         rollouts: list[Rollout] = []
         for b_index, b in enumerate(batches):

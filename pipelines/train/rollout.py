@@ -42,16 +42,15 @@ class RolloutEngine:
         self.current_lora: int | None = None
 
     def generate(self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float,
-                 seed: int, adapter: tuple[str, int, str] | None) -> RolloutResult:
+                 adapter: tuple[str, int, str] | None) -> RolloutResult:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.lora.request import LoRARequest
 
         started = time.perf_counter()
-        # No per-request seeds: on CPU, vLLM fails a seeded request whose prefill gets chunked ("CPU Generator
-        # does not use offset"), which a large rollout batch does. The engine's own seed (EngineSettings.seed)
-        # makes a run repeatable; a resumed run samples fresh groups.
-        del seed
+        # No per-request seed: vLLM gives every one of a seeded request's `n` samples the same seed, and a group
+        # of identical samples has no advantage to learn from. The engine's seed (EngineSettings.seed) makes a
+        # run repeatable; a resumed run samples fresh groups.
         params = SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                                 stop_token_ids=self.stop_token_ids)
         lora = LoRARequest(lora_name=adapter[0], lora_int_id=adapter[1], lora_path=adapter[2]) if adapter else None

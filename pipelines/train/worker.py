@@ -91,8 +91,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         from pipelines.train.rollout import find_engine
 
         assert job.rollout_actor is not None
-        trainer.rollouts = GrpoStep(find_engine(job.rollout_actor), run_dir / "rollout-adapters", rank,
-                                    recipe.training.seed, state.step)
+        trainer.rollouts = GrpoStep(find_engine(job.rollout_actor), run_dir / "rollout-adapters", rank, state.step)
     logger = MetricsLogger(run_dir if rank == 0 else None, resume_step=state.step)
     peak = peak_flops_per_worker(recipe.metrics.peak_tflops_per_worker, recipe.scaling.use_gpu, recipe.model.dtype)
     progress = _progress(rank, plan.total_steps, state.step, job.run_id)
