@@ -1,7 +1,7 @@
 """This host's own matmul peak, fp32 and bf16: the physical limit that training MFU is measured against.
 
 Square matmuls in torch at 1 thread and at every core, best of several repeats, with the CPU model and its
-AMX/AVX-512 flags (hosts differ: bf16 is ~8x fp32 only where AMX exists).
+AMX/AVX-512 flags (hosts differ: bf16 is ~8x fp32 with AMX, ~2x with AVX-512 BF16, ~0.2x with neither).
 
     .venv/bin/python benchmarks/matmul_peak.py            # ~1 min
     .venv/bin/python benchmarks/matmul_peak.py --json out.json
@@ -16,12 +16,11 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cluster.hardware import choose_dtype, cpu_flags
+from cluster.hardware import choose_dtype, cpu_flags, matmul_gflops
 
 
 def hardware_line() -> str:
@@ -37,28 +36,6 @@ def hardware_line() -> str:
     flags = cpu_flags()
     wanted = [f for f in ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx512_vnni", "avx2") if f in flags]
     return f"{model}, {os.cpu_count()} cores, flags: {' '.join(wanted) or 'none of note'}"
-
-
-def matmul_gflops(dtype_name: str, threads: int, n: int = 1024, repeats: int = 5, min_seconds: float = 0.5) -> float:
-    import torch
-
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        for _ in range(3):
-            a @ b  # warm-up: oneDNN picks and caches its kernel
-        best = 0.0
-        for _ in range(repeats):
-            calls, t0 = 0, time.perf_counter()
-            while (elapsed := time.perf_counter() - t0) < min_seconds or calls < 2:
-                a @ b
-                calls += 1
-            best = max(best, 2 * n**3 * calls / elapsed / 1e9)
-        return best
-    finally:
-        torch.set_num_threads(before)
 
 
 def measure_peak(threads: int | None = None, n: int = 1024) -> dict:

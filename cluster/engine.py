@@ -15,7 +15,7 @@ from cluster.hardware import DtypeChoice, choose_dtype
 
 class EngineSettings(Strict):
     model: str = "default"  # anything cluster.models.resolve_model accepts
-    # auto: bf16 where the engine's host multiplies bf16 natively (AMX CPU, bf16 GPU), else fp32
+    # auto: bf16 where the engine's host multiplies bf16 natively (AMX or AVX-512 BF16 CPU, bf16 GPU), else fp32
     # (cluster.hardware); resolved in the engine's own process, not by vLLM's "auto" (the config's dtype).
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_model_len: int = Field(1024, gt=16)

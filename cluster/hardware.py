@@ -1,9 +1,12 @@
 """Which precision this host runs fast: `dtype: auto` in training, export, serving and evaluation.
 
 bf16 pays off only where the hardware multiplies in bf16 natively: Intel AMX on CPUs (`amx_bf16`, about
-8x the fp32 matmul rate of the same core) and bf16-capable GPUs. On a CPU without AMX, bf16 is emulated
-or up-converted and runs no faster than fp32 (often slower), so `auto` keeps fp32 there. Hosts of one
-cluster may differ, so the choice is made where the work runs (each training worker, each engine).
+8x the fp32 matmul rate of the same core), AVX-512 BF16 dot products (`avx512_bf16`: AMD Zen 4 and later,
+Intel Cooper Lake; measured 2.2x fp32 on a 2-core EPYC) and bf16-capable GPUs. On a CPU with neither, bf16 is
+emulated or up-converted and runs slower than fp32 (a fifth of it on an AVX-512 Xeon without them), so `auto`
+keeps fp32 there. The choice follows the CPU flags, not a timing, so every worker of one host decides alike
+(DeepSpeed needs one dtype across ranks); `matmul_gflops` lets `xalign doctor` and the benchmarks confirm it.
+Hosts of one cluster may differ, so the choice is made where the work runs (each training worker, each engine).
 """
 
 from __future__ import annotations
@@ -64,4 +67,31 @@ def choose_dtype(requested: str, *, use_gpu: bool | None = None, flags: frozense
     flags = cpu_flags() if flags is None else flags
     if "amx_bf16" in flags:
         return DtypeChoice("bfloat16", "CPU with Intel AMX (amx_bf16): bf16 matmuls run on the tile units")
-    return DtypeChoice("float32", "CPU without AMX: bf16 would be no faster than fp32 here")
+    if "avx512_bf16" in flags:
+        return DtypeChoice("bfloat16", "CPU with AVX-512 BF16 (avx512_bf16): native bf16 dot products")
+    return DtypeChoice("float32", "CPU without AMX or AVX-512 BF16: bf16 would be slower than fp32 here")
+
+
+def matmul_gflops(dtype_name: str, threads: int, n: int = 1024, repeats: int = 5, min_seconds: float = 0.5) -> float:
+    """This process's square-matmul rate in GFLOP/s at `threads` threads (best of `repeats` timed windows)."""
+    import time
+
+    import torch
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        for _ in range(3):
+            a @ b  # warm-up: oneDNN picks and caches its kernel
+        best = 0.0
+        for _ in range(repeats):
+            calls, t0 = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - t0) < min_seconds or calls < 2:
+                a @ b
+                calls += 1
+            best = max(best, 2 * n**3 * calls / elapsed / 1e9)
+        return best
+    finally:
+        torch.set_num_threads(before)

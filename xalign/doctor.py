@@ -7,7 +7,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 
-from cluster.hardware import choose_dtype
+from cluster.hardware import choose_dtype, matmul_gflops
 from cluster.locations import REPO_ROOT, cache_dir, comet_python, data_root
 from cluster.models import default_model_cached, default_model_dir
 
@@ -60,6 +60,14 @@ def run_checks() -> list[Check]:
     checks.append(Check("device", device, True))
     precision = choose_dtype("auto")
     checks.append(Check("dtype auto", f"{precision.dtype}: {precision.reason}", True))
+    if not gpus:
+        # The flags decide; a short measurement shows the user what the choice is worth on this host.
+        f32, b16 = (matmul_gflops(d, 1, n=512, repeats=3, min_seconds=0.1) for d in ("float32", "bfloat16"))
+        # Informational: a loaded host can skew a sub-second timing, so a disagreement is reported, not failed.
+        faster = "bfloat16" if b16 > f32 else "float32"
+        note = "" if faster == precision.dtype else f"; measured {faster} faster, set model.dtype to override"
+        checks.append(Check("matmul, 1 thread", f"fp32 {f32:.0f} GFLOP/s, bf16 {b16:.0f} GFLOP/s "
+                            f"({b16 / f32:.2f}x){note}", True))
     ok, msg = comet_status()
     checks.append(Check("COMET environment", msg, ok))
     cached = default_model_cached()

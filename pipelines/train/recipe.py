@@ -17,7 +17,8 @@ from pipelines.train.rewards.settings import RewardSettings
 class ModelSection(Strict):
     base: str = "default"  # anything cluster.models.resolve_model accepts
     # Training precision. bf16 is DeepSpeed's bf16 mode (fp32 master weights and optimizer state); auto picks
-    # bf16 where the worker's hardware multiplies bf16 natively (AMX CPU, bf16 GPU), else fp32 (cluster.hardware).
+    # bf16 where the worker's hardware multiplies bf16 natively (AMX or AVX-512 BF16 CPU, bf16 GPU), else fp32
+    # (cluster.hardware).
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     gradient_checkpointing: bool = False
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
