@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pipelines.train.collate import MicroBatch
+from pipelines.train.collate import IGNORE, MicroBatch
 from pipelines.train.lm_head import response_nll
 
 
@@ -29,12 +29,24 @@ class DpoOutput:
     rejected_rewards: torch.Tensor
 
 
-def dpo_loss(policy: torch.Tensor, reference: torch.Tensor, pairs: int, beta: float) -> DpoOutput:
+def dpo_loss(policy: torch.Tensor, reference: torch.Tensor, pairs: int, beta: float, sft_weight: float = 0.0,
+             chosen_tokens: torch.Tensor | None = None) -> DpoOutput:
+    """DPO's sigmoid loss; with `sft_weight` > 0 plus that weight times the chosen answers' per-token NLL (RPO,
+    TRL's `rpo_alpha`), which keeps the policy on faithful translations while it learns the preference."""
     pc, pr = policy[:pairs], policy[pairs:]
     rc, rr = reference[:pairs], reference[pairs:]
     logits = (pc - rc) - (pr - rr)
     loss = -F.logsigmoid(beta * logits).mean()
+    if sft_weight > 0:
+        if chosen_tokens is None:
+            raise ValueError("sft_weight needs the chosen answers' token counts")
+        loss = loss + sft_weight * (-pc / chosen_tokens.clamp(min=1).to(pc.dtype)).mean()
     return DpoOutput(loss, (beta * (pc - rc)).detach(), (beta * (pr - rr)).detach())
+
+
+def chosen_token_counts(mb: MicroBatch) -> torch.Tensor:
+    """Supervised tokens of each chosen answer: [pairs]."""
+    return (mb.labels[: mb.pairs, 1:] != IGNORE).sum(dim=1)
 
 
 def reference_logps(

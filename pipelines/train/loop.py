@@ -27,7 +27,7 @@ from cluster.config import RecipeError
 from pipelines.train import ds_config as dsc
 from pipelines.train.checkpointing import TrainState, verify_replay
 from pipelines.train.collate import MicroBatch, collate_dpo, collate_sft
-from pipelines.train.dpo import dpo_loss, reference_logps, sequence_logps
+from pipelines.train.dpo import chosen_token_counts, dpo_loss, reference_logps, sequence_logps
 from pipelines.train.metrics import mfu, train_flops_per_token
 from pipelines.train.model import build_policy, build_reference, count_params
 from pipelines.train.recipe import TrainRecipe
@@ -165,7 +165,8 @@ class PolicyTrainer:
         sums = np.zeros(6)  # loss*pairs, pairs, margin, correct, chosen, rejected
         for mb in mbs:
             ref = reference_logps(self.reference, engine.module, mb)
-            out = dpo_loss(sequence_logps(engine, mb), ref, mb.pairs, beta)
+            out = dpo_loss(sequence_logps(engine, mb), ref, mb.pairs, beta, self.recipe.dpo.sft_weight,
+                           chosen_token_counts(mb))
             engine.backward(out.loss)
             engine.step()
             margin = out.chosen_rewards - out.rejected_rewards

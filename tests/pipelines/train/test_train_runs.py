@@ -5,6 +5,7 @@ the assertions; each trains a dozen steps (the cost is worker start-up, not step
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,9 @@ def lora_tokens_run(train_ray, train_dataset, tiny_model, runs) -> Path:
 
 @pytest.fixture(scope="module")
 def dpo_run(train_ray, train_dataset, tiny_model, runs) -> Path:
-    return run_train(make_recipe("train-dpo-tiny", tiny_model, train_dataset, runs, "run.name=dpo"), train_ray)
+    """DPO with RPO's NLL term, as the Gemma demo profiles run it."""
+    return run_train(make_recipe("train-dpo-tiny", tiny_model, train_dataset, runs, "run.name=dpo",
+                                 "dpo.sft_weight=0.5"), train_ray)
 
 
 def mean(xs) -> float:
@@ -202,6 +205,7 @@ def test_lora_trainable_tokens_change_only_their_rows_in_the_merged_export(lora_
 def test_dpo_reward_margin_increases(dpo_run):
     rows = read_metrics(dpo_run)
     assert rows[0]["reward_margin"] == pytest.approx(0.0, abs=1e-5)  # the policy starts as the reference
+    assert rows[0]["loss"] > math.log(2) + 0.1  # DPO's ln 2 at the start, plus half the chosen answers' NLL
     assert mean(r["reward_margin"] for r in rows[-3:]) > mean(r["reward_margin"] for r in rows[:3]) + 0.05
     assert mean(r["reward_accuracy"] for r in rows[-3:]) > 0.5
     assert mean(r["loss"] for r in rows[-3:]) < rows[0]["loss"]

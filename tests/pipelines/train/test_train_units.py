@@ -16,7 +16,7 @@ import torch
 from cluster.config import RecipeError, load_recipe
 from pipelines.train import checkpointing, ds_config, shards
 from pipelines.train.collate import IGNORE, collate_dpo, collate_sft
-from pipelines.train.dpo import dpo_loss
+from pipelines.train.dpo import chosen_token_counts, dpo_loss
 from pipelines.train.loop import Plan
 from pipelines.train.metrics import MetricsLogger, read_metrics, train_flops_per_token
 from pipelines.train.recipe import TrainRecipe
@@ -147,6 +147,14 @@ def test_collate_dpo_and_sigmoid_loss():
     want = (-math.log(1 / (1 + math.exp(-1))) - math.log(1 / (1 + math.exp(0.5)))) / 2
     assert out.loss.item() == pytest.approx(want, rel=1e-6)
     assert out.chosen_rewards.tolist() == [0.5, 0.0] and out.rejected_rewards.tolist() == [-0.5, 0.5]
+    # RPO: plus the weight times the chosen answers' mean per-token NLL (chosen answers of 2 tokens each here)
+    counts = chosen_token_counts(mb)
+    assert counts.tolist() == [2, 2]
+    rpo = dpo_loss(torch.tensor([-1.0, -2.0, -3.0, -1.0]), torch.tensor([-2.0, -2.0, -2.0, -2.0]), 2, beta=0.5,
+                   sft_weight=0.5, chosen_tokens=counts)
+    assert rpo.loss.item() == pytest.approx(want + 0.5 * (1.0 / 2 + 2.0 / 2) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="token counts"):
+        dpo_loss(torch.zeros(4), torch.zeros(4), 2, beta=0.5, sft_weight=1.0)
 
 
 def _write_shard(path: Path, table: pa.Table) -> None:
