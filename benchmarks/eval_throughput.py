@@ -47,7 +47,8 @@ def _settings(args: argparse.Namespace):
     from cluster.engine import EngineSettings
     from evaluation.recipe import GenerationSettings
 
-    engine = EngineSettings(model=args.model, max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs)
+    engine = EngineSettings(model=args.model, max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
+                            dtype=getattr(args, "dtype", None) or "auto")
     gen = GenerationSettings(batch_size=args.batch_size, concurrency=1, num_cpus=args.threads,
                              max_tokens=args.max_tokens)
     return engine, gen

@@ -1,9 +1,9 @@
 """vLLM generation speed in fp32 and bf16 on this host: the same model, prompts and greedy decoding, one run.
 
-Each dtype runs in its own process (vLLM's offline `LLM.generate`, the engine settings xalign's evaluation
-uses, only `dtype` differs) over Flores-200 dev prompts in four directions. Reported: output tokens/s over
-generation (engine already up), the ratio bf16/fp32, and how many greedy outputs are identical (bf16 rounds
-differently, so some greedy paths diverge).
+Each dtype runs in its own process (`benchmarks/eval_throughput.py`'s offline `LLM.generate` method, the
+engine settings xalign's evaluation uses, only `dtype` differs) over Flores-200 dev prompts in four
+directions. Reported: output tokens/s over generation (engine already up), the ratio bf16/fp32, and how many
+greedy outputs are identical (bf16 rounds differently, so some greedy paths diverge).
 
     .venv/bin/python benchmarks/generate_precision.py --model default --sentences 64 --max-tokens 64
 
@@ -17,44 +17,15 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.eval_throughput import _rows  # noqa: E402
+from benchmarks.eval_throughput import method_llm_generate  # noqa: E402
 from benchmarks.matmul_peak import hardware_line  # noqa: E402
 
 DTYPES = ("float32", "bfloat16")
-
-
-def run(args: argparse.Namespace) -> dict:
-    from cluster import prompts
-    from cluster.engine import EngineSettings, configure_process_env, engine_kwargs
-    from cluster.models import resolve_model
-    from cluster.tokenizer import stop_token_ids
-    from evaluation.generation.requests import clean, messages
-
-    engine = EngineSettings(model=args.model, dtype=args.dtype, max_model_len=512, max_num_seqs=args.sentences)
-    path = str(resolve_model(args.model))
-    rows = _rows(args.sentences)
-    configure_process_env(engine)
-    from transformers import AutoTokenizer
-    from vllm import LLM, SamplingParams
-
-    tok = AutoTokenizer.from_pretrained(path)
-    llm = LLM(**engine_kwargs(engine, path))
-    params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0, seed=engine.seed, stop=[prompts.END],
-                            stop_token_ids=stop_token_ids(tok, path))
-    ids = [prompts.encode_prompt(tok, messages(r)) for r in rows]
-    llm.generate([{"prompt_token_ids": x} for x in ids[:2]], params, use_tqdm=False)  # warm-up
-    t0 = time.perf_counter()
-    outs = llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=False)
-    seconds = time.perf_counter() - t0
-    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
-    return {"dtype": args.dtype, "seconds": seconds, "output_tokens": tokens, "tokens_per_s": tokens / seconds,
-            "hypotheses": [clean(o.outputs[0].text) for o in outs]}
 
 
 def main() -> int:
@@ -67,7 +38,11 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     if args.dtype:
-        print("RESULT " + json.dumps(run(args)))
+        # evaluation's engine settings, batched like an evaluation; only the dtype differs between the runs
+        args.batch_size, args.threads, args.max_model_len, args.max_num_seqs = args.sentences, 2, 512, args.sentences
+        res = method_llm_generate(args)
+        res["tokens_per_s"] = res["output_tokens"] / res["generate_s"]
+        print("RESULT " + json.dumps(res))
         return 0
 
     print(f"hardware: {hardware_line()}", flush=True)
@@ -86,7 +61,7 @@ def main() -> int:
     print("| dtype | output tokens | seconds | tokens/s |")
     print("|---|---|---|---|")
     for d, r in results.items():
-        print(f"| {d} | {r['output_tokens']} | {r['seconds']:.2f} | {r['tokens_per_s']:.0f} |")
+        print(f"| {d} | {r['output_tokens']} | {r['generate_s']:.2f} | {r['tokens_per_s']:.0f} |")
     print(f"\nbf16 / fp32 tokens/s: {ratio:.2f}x; identical greedy outputs: {same}/{args.sentences}")
     out = REPO / "outputs" / "benchmarks" / "generate_precision.json"
     out.parent.mkdir(parents=True, exist_ok=True)
