@@ -46,6 +46,11 @@ def write(manifest: dict, folder: Path) -> Path:
 
 
 def load(folder: str | Path) -> dict:
+    """The manifest of a local dataset folder, or of one in object storage (`s3://…`)."""
+    from cluster import storage
+
+    if storage.is_uri(folder):
+        return json.loads(storage.read_text(storage.join(str(folder), "manifest.json")))
     return json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
 
 

@@ -15,7 +15,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from cluster import prompts
+from cluster import prompts, storage
 from cluster.locations import models_cache
 
 DEFAULT_MODEL = "gemma-3-270m"
@@ -40,11 +40,18 @@ def default_model_cached() -> bool:
 
 
 def resolve_model(spec: str | os.PathLike[str] | None) -> Path:
-    """A local folder ready for transformers and vLLM."""
+    """A local folder ready for transformers and vLLM. A model in object storage (`s3://…/export/model`) is fetched
+    to this node's cache and checked against its `checksums.json` first."""
     spec = str(spec or DEFAULT_MODEL)
     if is_default(spec):
         return ensure_default_model()
-    path = Path(spec).expanduser()
+    if storage.is_uri(spec):
+        try:
+            path = storage.fetch_dir(spec)
+        except storage.StorageError as exc:
+            raise ModelResolutionError(f"model {spec!r}: {exc}") from None
+    else:
+        path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelResolutionError(f"model folder {path} has no config.json (not a Hugging Face model folder)")

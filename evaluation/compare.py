@@ -3,6 +3,8 @@
 RUN_A is the baseline (e.g. the base model), RUN_B the candidate (e.g. the tuned export). A run with
 several systems (WMT22 system outputs) is narrowed with `RUN:SYSTEM`. Only directions scored in both
 runs on the same sources and references are compared; the others are listed, not silently dropped.
+Runs and the output folder may be in object storage (`s3://...`): runs are read from verified local copies and the
+comparison is staged on this node, then uploaded.
 """
 
 from __future__ import annotations
@@ -12,10 +14,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cluster import storage
 from evaluation import significance
 from evaluation.aggregate import aggregate
 from evaluation.directions import Direction
-from evaluation.outputs import RunDir, find_run, read_generations, read_scores, safe_name, write_json
+from evaluation.outputs import (
+    RunDir,
+    find_run,
+    local_folder,
+    publish,
+    read_generations,
+    read_scores,
+    safe_name,
+    write_json,
+)
 from evaluation.recipe import MetricsSettings
 from evaluation.reports import html, make_plots, markdown, save_plots, single_system, tables
 
@@ -67,7 +79,8 @@ def _settings(run: RunDir) -> MetricsSettings:
 
 
 def compare(spec_a: str, spec_b: str, output_dir: str = "outputs/reports", n_samples: int = 1000,
-            out: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
+            out: str | Path | None = None) -> tuple[Path | str, dict[str, Any]]:
+    """Compare run B against run A; returns (the comparison's folder, a URI when in storage, and the result)."""
     run_a, sys_a = _split(spec_a, output_dir)
     run_b, sys_b = _split(spec_b, output_dir)
     try:
@@ -119,11 +132,19 @@ def compare(spec_a: str, spec_b: str, output_dir: str = "outputs/reports", n_sam
         "directions": directions, "skipped": skipped,
         "aggregates": _aggregate_deltas(a_kept["aggregates"], b_kept["aggregates"], metrics),
     }
-    folder = Path(out) if out else Path(output_dir) / f"compare-{safe_name(run_a.run_id)}-vs-{safe_name(run_b.run_id)}"
+    name = f"compare-{safe_name(run_a.run_id)}-vs-{safe_name(run_b.run_id)}"
+    location: Path | str
+    if out:
+        location = str(out) if storage.is_uri(out) else Path(out)
+    else:
+        location = storage.join(output_dir, name) if storage.is_uri(output_dir) else Path(output_dir) / name
+    folder = local_folder(location)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "compare.json", result)
     _write_reports(folder, a_kept, b_kept, result)
-    return folder, result
+    if isinstance(location, str):
+        publish(folder, location)
+    return location, result
 
 
 def _aggregate_deltas(aggs_a: list[dict[str, Any]], aggs_b: list[dict[str, Any]],

@@ -12,7 +12,8 @@ asks one follow-up in the wording serving understands (`cluster.prompts.follow_u
 Both rounds are batched greedy generation in one vLLM engine, held by a Ray actor that runs the batch
 evaluator's `VLLMTranslator` (the same engine settings, prompts and stop tokens as `xalign evaluate`).
 The report is `<output_dir>/<run id>/followups.json` (per kind: n, pass rate, per language, failure reasons,
-examples) and `conversations.jsonl` (every conversation and its verdict).
+examples) and `conversations.jsonl` (every conversation and its verdict); an `output_dir` in object storage gets
+the same folder, staged on this node and uploaded at the end (as `xalign evaluate` does).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from evaluation import lineage
 from evaluation.directions import Direction
 from evaluation.generation.requests import prompt_text
 from evaluation.loaders import ParallelFolder
-from evaluation.outputs import safe_name, write_json
+from evaluation.outputs import RunDir, safe_name, write_json
 from evaluation.recipe import GenerationSettings
 
 Kind = Literal["retarget", "shorter"]
@@ -328,8 +329,9 @@ def summarize(convs: list[Conversation], kinds: list[str], examples: int) -> dic
     return out
 
 
-def run_followups(settings: FollowupSettings, address: str | None = None) -> tuple[Path, dict[str, Any]]:
-    """Build the conversations, generate both rounds, judge, write the report; returns (report path, report)."""
+def run_followups(settings: FollowupSettings, address: str | None = None) -> tuple[Path | str, dict[str, Any]]:
+    """Build the conversations, generate both rounds, judge, write the report; returns (report path, report), the
+    path a URI when `output_dir` is in object storage."""
     from cluster.models import resolve_model
     from cluster.ray_session import ray_session
 
@@ -338,7 +340,8 @@ def run_followups(settings: FollowupSettings, address: str | None = None) -> tup
     model_path = resolve_model(settings.engine.model)
     ident = lineage.identify(model_path, settings.engine.model)
     run_id = settings.run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-followups-{safe_name(ident['name'])}"
-    root = Path(settings.output_dir) / run_id
+    run = RunDir.at(settings.output_dir, run_id)
+    root = run.root
     with ray_session(address):
         generate_rounds(convs, model_path, settings)
     for c in convs:
@@ -365,5 +368,6 @@ def run_followups(settings: FollowupSettings, address: str | None = None) -> tup
             prompt = prompt_text({"messages": json.dumps(second_turn(c, settings.generation.template))})
             row = {**asdict(c), "prompt": prompt}
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    path = write_json(root / "followups.json", report)
-    return path, report
+    write_json(root / "followups.json", report)
+    run.publish()
+    return run.file("followups.json"), report

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from cluster import prompts
+from cluster import prompts, storage
 from cluster.config import recipe_hash, save_resolved
 from cluster.ray_session import ray_session
 from evaluation import hypotheses, lineage
@@ -17,7 +18,7 @@ from evaluation.generation.requests import build_requests, prompt_text, split_sh
 from evaluation.loaders import DirectionData, LoaderError
 from evaluation.metrics.base import MetricInput
 from evaluation.outputs import RunDir, safe_name, write_direction, write_json
-from evaluation.progress import Progress
+from evaluation.progress import Progress, ResumeError
 from evaluation.recipe import EvalRecipe
 from evaluation.scoring import score_all
 from evaluation.suite import Suite, resolve, test_set_path
@@ -132,6 +133,23 @@ def _run_id(recipe: EvalRecipe, label: str) -> str:
     return recipe.run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{recipe.name}-{safe_name(label)}"
 
 
+def _open_run(recipe: EvalRecipe, run_id: str) -> RunDir:
+    """The folder a generating run writes to. In storage a finished run is refused as a local one is, unless
+    resumed: then its checkpoints come back from storage, so a run can be finished on another node."""
+    run = RunDir.at(recipe.output_dir, run_id)
+    if run.uri is None or (run.root / "progress").exists() or not storage.exists(
+            storage.join(run.uri, storage.CHECKSUMS)):
+        return run
+    if not recipe.resume:
+        raise ResumeError(f"run {run_id} already exists ({run.uri}); pass --resume {run_id} to finish it, or "
+                          "choose another run_id")
+    fetched = storage.fetch_dir(run.uri, cache=run.root.parent)  # beside the staging folder, then moved into it
+    shutil.rmtree(run.root, ignore_errors=True)
+    fetched.rename(run.root)
+    (run.root / storage.CHECKSUMS).unlink()
+    return run
+
+
 def _meta(recipe: EvalRecipe, gen: Generated, dd: DirectionData) -> dict[str, Any]:
     d = dd.direction
     meta: dict[str, Any] = {
@@ -167,7 +185,8 @@ def _model_ref(ident: dict[str, Any]) -> dict[str, Any]:
 
 def evaluate(recipe: EvalRecipe, *, hyp_dir: str | Path | None = None, system: str | None = None,
              address: str | None = None, baseline: str | None = None) -> RunDir:
-    """Run one suite end to end and write its folder; returns it."""
+    """Run one suite end to end and write its folder; returns it. With `output_dir` in object storage the folder
+    is written to node-local staging and uploaded at the end (`RunDir.uri`; its staging copy is then gone)."""
     from evaluation.reports import write_reports
 
     suite = resolve(recipe)
@@ -183,7 +202,7 @@ def evaluate(recipe: EvalRecipe, *, hyp_dir: str | Path | None = None, system: s
             client, ident = _endpoint_identity(recipe)
         else:
             path, ident = _model_identity(recipe)
-        run = RunDir(Path(recipe.output_dir) / _run_id(recipe, ident["name"]))
+        run = _open_run(recipe, _run_id(recipe, ident["name"]))
         progress = Progress.open(run, recipe, ident, {dd.direction.key: dd.ids for dd in data})
         done = progress.finished()
         resumed = [dd.direction.key for dd in data if dd.direction.key in done]
@@ -201,7 +220,7 @@ def evaluate(recipe: EvalRecipe, *, hyp_dir: str | Path | None = None, system: s
             gens = [gen]
         else:
             label = gens[0].system if len(gens) == 1 else "systems"
-            run = RunDir(Path(recipe.output_dir) / _run_id(recipe, label))
+            run = RunDir.at(recipe.output_dir, _run_id(recipe, label))
         run.root.mkdir(parents=True, exist_ok=True)
         save_resolved(recipe, run.root)
 
@@ -261,6 +280,7 @@ def evaluate(recipe: EvalRecipe, *, hyp_dir: str | Path | None = None, system: s
     write_json(run.run_json, {**run_info, "systems": doc["systems"]})
     write_json(run.scores, doc)
     write_reports(run, doc, baseline)
+    run.publish()
     return run
 
 
@@ -269,6 +289,7 @@ def evaluate_model(model: str | Path, directions: list[str], *, limit: int | Non
                    output_dir: str | Path = "outputs/reports", run_id: str | None = None,
                    address: str | None = None) -> tuple[RunDir, dict[str, Any]]:
     """Evaluate a model folder (or `default`) on chosen directions; returns the run folder and its scores.json.
+    `output_dir` may be in object storage (`s3://...`): the run's `location` is then its URI.
 
     `directions` are pairs such as `en->de` or `de-en`; `prompt` is `chat` or `few_shot`; `suite` is a suite
     recipe's name or a loaded `EvalRecipe` (whose other settings, e.g. `generation.max_tokens`, apply).

@@ -23,6 +23,7 @@ OUT = HELM_DIR / "xalign" / "values.schema.json"
 K8S_VERSION = "1.32.0"
 
 DNS_LABEL = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"  # a key of a Secret's data
 BOOL = {"type": "boolean"}
 NON_NEGATIVE = {"type": "integer", "minimum": 0}
 # Key patterns go in patternProperties: helm misreports where a propertyNames error is.
@@ -139,6 +140,40 @@ def build_schema(root: Path) -> dict[str, Any]:
                  "overrides": ref("overrides"), "runtimeEnv": ref("runtimeEnv")}
         return obj(props, ["enabled", "runId", "cluster", *required, "overrides"])
 
+    storage = obj({
+        "kind": {"enum": ["claim", "s3"],
+                 "description": "claim: a shared PersistentVolumeClaim (pvc); s3: an S3-compatible object store (s3)."},
+        "mountPath": string(pattern="^/[^:]*$"),
+        "pvc": obj({
+            "enabled": BOOL, "create": BOOL, "existingClaim": string(), "size": ref("quantity"),
+            "storageClassName": string(),
+            "accessModes": {"type": "array", "minItems": 1, "items": {
+                "enum": ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]}},
+        }, ["enabled", "create", "existingClaim", "size", "accessModes"]),
+        "uri": string(pattern="^([a-z][a-z0-9+.-]*://.+)?$"),
+        "dataDir": string(pattern="^[^/].*$", minLength=1),
+        "cacheDir": string(pattern="^[^/].*$", minLength=1),
+        "s3": obj({
+            # S3 bucket naming rules; empty is allowed here and refused below when kind is s3.
+            "bucket": string(pattern=r"^([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])?$", maxLength=63),
+            "prefix": string(pattern=r"^([^/\s]+(/[^/\s]+)*)?$",
+                             description="Key prefix without leading or trailing '/' (empty: the bucket's root)."),
+            "endpoint": string(pattern=r"^(https?://[^\s/]+(/[^\s]*)?)?$",
+                               description="Empty: AWS S3; else an S3-compatible endpoint URL (AWS_ENDPOINT_URL)."),
+            "region": string(pattern=r"^[a-z0-9][a-z0-9-]*$"),
+            "credentialsSecret": string(pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$", maxLength=253,
+                                        description="An existing Secret with the access key id and secret key."),
+            "accessKeyIdKey": string(pattern=SECRET_KEY),
+            "secretAccessKeyKey": string(pattern=SECRET_KEY),
+            "cacheSize": ref("quantity"),
+        }, ["bucket", "prefix", "endpoint", "region", "credentialsSecret", "accessKeyIdKey", "secretAccessKeyKey",
+            "cacheSize"]),
+    }, ["kind", "mountPath", "pvc", "uri", "dataDir", "cacheDir", "s3"])
+    # kind s3 needs a bucket and the Secret with its credentials (helm names the empty field).
+    storage["if"] = {"properties": {"kind": {"const": "s3"}}}
+    storage["then"] = {"properties": {"s3": {"properties": {"bucket": {"minLength": 1},
+                                                            "credentialsSecret": {"minLength": 1}}}}}
+
     properties: dict[str, Any] = {
         "global": {"type": "object"},
         "nameOverride": string(pattern="^([a-z]([-a-z0-9]*[a-z0-9])?)?$", maxLength=28),
@@ -159,18 +194,7 @@ def build_schema(root: Path) -> dict[str, Any]:
         "podLabels": ref("stringMap"),
         "podAnnotations": ref("stringMap"),
         "priorityClassName": string(),
-        "storage": obj({
-            "mountPath": string(pattern="^/[^:]*$"),
-            "pvc": obj({
-                "enabled": BOOL, "create": BOOL, "existingClaim": string(), "size": ref("quantity"),
-                "storageClassName": string(),
-                "accessModes": {"type": "array", "minItems": 1, "items": {
-                    "enum": ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]}},
-            }, ["enabled", "create", "existingClaim", "size", "accessModes"]),
-            "uri": string(pattern="^([a-z][a-z0-9+.-]*://.+)?$"),
-            "dataDir": string(pattern="^[^/].*$", minLength=1),
-            "cacheDir": string(pattern="^[^/].*$", minLength=1),
-        }, ["mountPath", "pvc", "uri", "dataDir", "cacheDir"]),
+        "storage": storage,
         "env": {"type": "object", "additionalProperties": False,
                 "patternProperties": {"^[A-Za-z_][A-Za-z0-9_]*$": {"type": ["string", "number", "boolean"]}}},
         "extraEnv": ref("k8sEnv"),

@@ -310,7 +310,9 @@ def check_chat_template(tokenizer: Any, model_path: Path) -> None:
 
 
 def check_adapter(name: str, path: str, max_rank: int) -> Path:
-    folder = Path(path).expanduser()
+    from cluster import storage
+
+    folder = storage.fetch_dir(path) if storage.is_uri(path) else Path(path).expanduser()
     cfg_file = folder / "adapter_config.json"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"adapters.{name}: {folder} has no adapter_config.json (not a PEFT LoRA folder)")

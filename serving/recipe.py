@@ -43,6 +43,9 @@ class DeploymentSettings(Strict):
     max_ongoing_requests: int = Field(64, gt=0)
     num_cpus: float = Field(1.0, ge=0)  # keep <= 1 on small CPU machines: the proxy and controller need room
     num_gpus: float = Field(0.0, ge=0)
+    # Custom Ray resources of a replica: `{xalign-head: 0.01}` pins it to a node started with that resource
+    # (`xalign cluster up`), e.g. a serving node pool that does not train.
+    resources: dict[str, float] = Field(default_factory=dict)
     health_check_period_s: float = Field(10, gt=0)
     health_check_timeout_s: float = Field(30, gt=0)
     graceful_shutdown_timeout_s: float = Field(20, ge=0)
@@ -65,6 +68,8 @@ class DeploymentSettings(Strict):
             "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
         }
+        if self.resources:
+            opts["ray_actor_options"]["resources"] = dict(self.resources)
         if self.env_vars:
             opts["ray_actor_options"]["runtime_env"] = {"env_vars": dict(self.env_vars)}
         if self.autoscaling is not None:

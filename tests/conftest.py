@@ -82,6 +82,68 @@ def embedded_ray():
         yield address
 
 
+class S3:
+    """A real S3 HTTP API (moto's standalone server) on 127.0.0.1, reached through the standard AWS environment."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+    def bucket(self, name: str) -> str:
+        import boto3
+
+        boto3.client("s3", endpoint_url=self.endpoint).create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+
+def _s3_environment() -> None:
+    """The AWS environment of the test S3 server, set before any Ray cluster starts: Ray's worker processes
+    inherit the environment of the process that started the cluster, and tests on the embedded clusters write
+    shards from those workers. The server itself starts only when a test asks for it."""
+    from cluster.local_cluster import free_port
+
+    os.environ.setdefault("XALIGN_TEST_S3_PORT", str(free_port()))
+    for key, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{os.environ['XALIGN_TEST_S3_PORT']}",
+                       "AWS_ACCESS_KEY_ID": "xalign-test", "AWS_SECRET_ACCESS_KEY": "xalign-test-secret",
+                       "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        os.environ.setdefault(key, value)
+
+
+_s3_environment()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """moto's S3 server as a subprocess on the port the environment names, stopped by PID."""
+    import subprocess
+
+    import httpx
+    from tenacity import retry, stop_after_delay, wait_fixed
+
+    from cluster.local_cluster import kill_pids
+
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p",
+                                 endpoint.rsplit(":", 1)[1]], stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        retry(wait=wait_fixed(0.3), stop=stop_after_delay(60), reraise=True)(httpx.get)(endpoint, timeout=2)
+        assert proc.poll() is None, f"the S3 server exited: {log.read_text()[-2000:]}"
+        yield S3(endpoint)
+    finally:
+        kill_pids([proc.pid])
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def s3(s3_server: S3, request: pytest.FixtureRequest) -> tuple[S3, str]:
+    """The S3 server and a fresh bucket named after the test: (server, "s3://bucket")."""
+    import re
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") or "xalign"
+    return s3_server, s3_server.bucket(name)
+
+
 # The suite's exit status is pytest's verdict. On a fresh machine a green run once died after pytest had
 # finished, in the interpreter's own finalization: Ray's log sink failed writing the driver's
 # python-core-driver-*.log ("Bad file descriptor"), then "pure virtual method called" and a segfault.

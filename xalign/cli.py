@@ -43,11 +43,26 @@ def _doctor(args: argparse.Namespace) -> int:
 def _cluster(args: argparse.Namespace) -> int:
     from cluster import local_cluster as lc
 
+    def print_nodes(st: lc.ClusterState) -> None:
+        """One line per node: its raylet's PID (or that it is gone, e.g. after `kill_worker`) and Ray node id."""
+        try:
+            ids = lc.node_ids(st)
+        except Exception:  # a status line without ids beats none while the dashboard is down
+            ids = {}
+        cpus = {"head": st.num_cpus, **{w.label: w.num_cpus for w in st.workers}}
+        for label, pid in lc.raylet_pids(st).items():
+            state = f"raylet PID {pid} alive" if pid else "raylet not running"
+            n = cpus[label] if cpus[label] is not None else "all"
+            console.print(f"  {label:<10} {state}  CPUs: {n}  node id: {ids.get(label, '-')}", soft_wrap=True)
+
     state_dir = Path(args.state_dir) if args.state_dir else None
     if args.action == "up":
-        st = lc.up(state_dir, num_cpus=args.num_cpus)
+        st = lc.up(state_dir, num_cpus=args.num_cpus, workers=args.workers, worker_cpus=args.worker_cpus)
         console.print(f"Ray head: {st.address}  dashboard: {st.dashboard_url}  temp dir: {st.temp_dir}")
         console.print(f"PIDs: {' '.join(map(str, lc.cluster_pids(st.temp_dir)))}")
+        if st.workers:
+            print_nodes(st)
+            console.print(f'Force a task onto worker i with resources={{"{lc.WORKER_RESOURCE}-<i>": 0.01}}')
         console.print("Submit jobs with:")
         console.print(f"  {st.submit_command()}")
         return 0
@@ -57,6 +72,7 @@ def _cluster(args: argparse.Namespace) -> int:
             console.print("no xalign cluster is running" + (f" (stale state in {st.state_dir})" if st else ""))
             return 1
         console.print(f"running: {st.address}  dashboard: {st.dashboard_url}  {len(pids)} processes")
+        print_nodes(st)
         console.print(f"  {st.submit_command()}")
         return 0
     stopped = lc.down(state_dir)
@@ -71,10 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="report versions, devices, COMET env, model cache")
     p.set_defaults(func=_doctor)
 
-    p = sub.add_parser("cluster", help="a private local Ray head for `ray job submit`")
+    p = sub.add_parser("cluster", help="a private local Ray head (and worker nodes) for `ray job submit`")
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--state-dir", default=None, help="where the cluster's state is kept (default: cache)")
-    p.add_argument("--num-cpus", type=int, default=None)
+    p.add_argument("--num-cpus", type=int, default=None,
+                   help="the head's CPUs (default: the machine's; 1 when --workers is given)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="worker nodes to add, each its own raylet on this machine (up only)")
+    p.add_argument("--worker-cpus", type=int, default=1, help="CPUs of each worker node (up only)")
     p.set_defaults(func=_cluster)
 
     for module in COMMAND_MODULES:

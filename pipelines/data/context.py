@@ -51,7 +51,7 @@ class RunContext:
 
     recipe: PrepareRecipe
     inputs: Inputs
-    staging: Path
+    staging: Path | str  # a local folder, or a storage URI (`s3://…`)
     counts: Counter = field(default_factory=Counter)
     plan: mixing.MixPlan | None = None
     sft_files: list[dict] = field(default_factory=list)

@@ -1,15 +1,20 @@
 """The dataset folder: written under a staging name, then renamed to `<name>-<dataset_id[:12]>` once the
 manifest (and so the id) is known. A failed run leaves no half-written dataset behind.
+
+`output_dir` may be a storage URI (`s3://…`): the writer tasks then put their shards straight into object
+storage from whichever node runs them (nodes share no disk), and the driver finishes the folder there, writing
+`checksums.json` last so readers know it is complete.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
 
-from cluster import manifest
+from cluster import manifest, storage
 from cluster.config import save_resolved
 from pipelines.data import stats
 from pipelines.data.context import RunContext
@@ -21,19 +26,40 @@ def output_root(recipe: PrepareRecipe) -> Path:
     return root if root.is_absolute() else Path.cwd() / root
 
 
-def staging_dir(recipe: PrepareRecipe) -> Path:
+def staging_dir(recipe: PrepareRecipe) -> Path | str:
+    if storage.is_uri(recipe.output_dir):  # object storage has no folders to create
+        return storage.join(recipe.output_dir, f".staging-{recipe.name}-{secrets.token_hex(4)}")
     root = output_root(recipe)
     root.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".staging-{recipe.name}-", dir=root))
 
 
-def renumber(staging: Path, written: list[dict], kind: str) -> list[dict]:
+def remove(staging: Path | str) -> None:
+    if isinstance(staging, str):
+        fs, path = storage.filesystem(staging)
+        try:
+            fs.delete_dir(path)  # delete_dir_contents would leave the prefix behind as an empty "folder" object
+        except FileNotFoundError:
+            pass
+    else:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move(staging: Path | str, src: str, dst: str) -> None:
+    if isinstance(staging, str):
+        fs, _ = storage.filesystem(staging)
+        fs.move(storage.filesystem(storage.join(staging, src))[1], storage.filesystem(storage.join(staging, dst))[1])
+    else:
+        (staging / src).rename(staging / dst)
+
+
+def renumber(staging: Path | str, written: list[dict], kind: str) -> list[dict]:
     """Contiguous part numbers (a hash-assigned shard can come out empty); bytes are unchanged."""
     entries = []
     for k, st in enumerate(sorted(written, key=lambda s: s["shard"])):
         name = f"{kind}/part-{k:05d}.parquet"
         if name != st["file"]:  # k <= shard, and lower names were already moved: never clobbers
-            (staging / st["file"]).rename(staging / name)
+            _move(staging, st["file"], name)
         entry = {"file": name, "sha256": st["sha256"], "rows": st["rows"], "samples": st["samples"],
                  "tokens": st["real_tokens"]}
         entries.append(entry)
@@ -73,15 +99,41 @@ def assemble(ctx: RunContext) -> dict:
     }
 
 
-def finalize(ctx: RunContext, body: dict, run_info: dict) -> Path:
+def _write_metadata(ctx: RunContext, m: dict, run_info: dict, folder: Path) -> None:
+    manifest.write(m, folder)
+    save_resolved(ctx.recipe, folder)
+    (folder / "run.json").write_text(json.dumps(run_info, indent=2, sort_keys=True) + "\n")
+
+
+def _finalize_remote(ctx: RunContext, m: dict, run_info: dict, staging: str) -> str:
+    """The staged shards are copied to `<name>-<id>/` inside the store, the metadata uploaded beside them, and
+    `checksums.json` (from the manifest's shard hashes and the metadata's) written last."""
+    final = storage.join(ctx.recipe.output_dir, f"{ctx.recipe.name}-{m['dataset_id'][:12]}")
+    fs, final_path = storage.filesystem(final)
+    fs.delete_dir_contents(final_path, missing_dir_ok=True)  # the same dataset built again: replace it whole
+    listed = [e for split in ("sft", "dpo", "rl") for e in m["shards"].get(split, [])] + m["rejects"]
+    sums = {e["file"]: e["sha256"] for e in listed}
+    for name in sums:
+        fs.copy_file(storage.filesystem(storage.join(staging, name))[1], f"{final_path}/{name}")
+    with tempfile.TemporaryDirectory(prefix="xa-dataset-meta-") as tmp:
+        _write_metadata(ctx, m, run_info, Path(tmp))
+        sums.update(storage.local_checksums(Path(tmp)))
+        for f in Path(tmp).iterdir():
+            storage.write_bytes(storage.join(final, f.name), f.read_bytes())
+    storage.write_text(storage.join(final, storage.CHECKSUMS), json.dumps(sums, indent=2, sort_keys=True) + "\n")
+    remove(staging)
+    return final
+
+
+def finalize(ctx: RunContext, body: dict, run_info: dict) -> Path | str:
     """Write the manifest, the resolved recipe and run.json, then move the folder to its id's name."""
     recipe, staging = ctx.recipe, ctx.staging
     m = manifest.with_id(body)
+    if isinstance(staging, str):
+        return _finalize_remote(ctx, m, run_info, staging)
     for part in ("sft", "dpo", "rl", "rejects"):  # always present, so readers can glob a part that came out empty
         (staging / part).mkdir(exist_ok=True)
-    manifest.write(m, staging)
-    save_resolved(recipe, staging)
-    (staging / "run.json").write_text(json.dumps(run_info, indent=2, sort_keys=True) + "\n")
+    _write_metadata(ctx, m, run_info, staging)
     final = staging.parent / f"{recipe.name}-{m['dataset_id'][:12]}"
     if final.exists():  # the same dataset built again: replace it whole
         shutil.rmtree(final)

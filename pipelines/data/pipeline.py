@@ -15,7 +15,6 @@ executions); `reference.LocalExecutor` runs the same lists over whole tables in 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -104,7 +103,7 @@ class Executor(Protocol):
 
 
 def build_dataset(recipe: PrepareRecipe, inputs: Inputs, ex: Executor, started: float, timings: dict[str, float],
-                  log: Log) -> Path:
+                  log: Log) -> Path | str:
     """Run the stage lists with `ex` and write the dataset; returns `<output_dir>/<name>-<dataset_id[:12]>/`.
     `started` is when the run began, so elapsed_s covers the input checks (and a cluster's start)."""
     ctx = RunContext(recipe, inputs, output.staging_dir(recipe))
@@ -137,7 +136,7 @@ def build_dataset(recipe: PrepareRecipe, inputs: Inputs, ex: Executor, started: 
         written = ex.run_branches({name: branch(name, sl) for name, sl in writer_stages(ctx).items()})
         t = lap("write_outputs", t)
     except Exception:
-        shutil.rmtree(ctx.staging, ignore_errors=True)
+        output.remove(ctx.staging)
         raise
 
     ctx.reject_files, ctx.sft_files, ctx.dpo_files, ctx.rl_files = (
@@ -147,5 +146,5 @@ def build_dataset(recipe: PrepareRecipe, inputs: Inputs, ex: Executor, started: 
     run_info = {**ex.info, "elapsed_s": round(elapsed, 3), "stage_s": timings, "records_built": ctx.built,
                 "records_per_s": round(ctx.built / elapsed, 1) if elapsed else None}
     final = output.finalize(ctx, body, run_info)
-    log(f"dataset {final.name} written in {elapsed:.1f}s")
+    log(f"dataset {str(final).rsplit('/', 1)[-1]} written in {elapsed:.1f}s")
     return final

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cluster import storage
 from cluster.ray_session import ray_session
 from pipelines.data.context import Inputs, check_inputs
 from pipelines.data.pipeline import Log, build_dataset
@@ -54,9 +55,15 @@ def grouped(ds, key: str, blocks: int):
     return ds.repartition(blocks).groupby(key)
 
 
-def tokenize_pool_size(cfg: RayExecution, cluster_cpus: float, log: Log) -> int:
-    """Actors that fit while leaving at least one CPU (or half of a tiny cluster) to the tasks."""
-    room = max(cfg.actor_cpus, cluster_cpus - min(1.0, cluster_cpus / 2))
+def tokenize_pool_size(cfg: RayExecution, cluster_cpus: float, log: Log, nodes: int = 1) -> int:
+    """Actors that fit while leaving at least one CPU (or half of a tiny cluster) to the tasks.
+
+    On several nodes that CPU must be whole on one node: the shuffle's split tasks ask for 1 CPU each, and
+    actors spread so that every node keeps a fraction (0.5 + 0.5 + 0.5 free of 3 one-CPU nodes) leave them
+    pending forever. Reserving what the worst spread can strand on every node but one, plus the CPU, rules
+    that out."""
+    stranded = (nodes - 1) * max(0.0, 1.0 - cfg.actor_cpus) if cfg.actor_cpus < 1 else 0.0
+    room = max(cfg.actor_cpus, cluster_cpus - min(1.0, cluster_cpus / 2) - stranded)
     fit = max(1, math.floor(room / cfg.actor_cpus + 1e-9))
     want = cfg.tokenize_actors or min(8, fit)
     if want > fit:
@@ -137,21 +144,24 @@ def _unwrap_input_error(exc: BaseException) -> InputError | None:
     return None
 
 
-def run_prepare(recipe: PrepareRecipe, address: str | None = None, log: Log | None = None) -> Path:
+def run_prepare(recipe: PrepareRecipe, address: str | None = None, log: Log | None = None) -> Path | str:
     """Build the dataset; returns `<output_dir>/<name>-<dataset_id[:12]>/`."""
     log = log or (lambda msg: None)
     started = time.time()
+    recipe = recipe.model_copy(update={"output_dir": storage.located(recipe.output_dir)})
     inputs = check_inputs(recipe)
     t = time.time()
     with ray_session(address) as addr:
         return _run(recipe, inputs, addr, log, started, ray_start=time.time() - t)
 
 
-def _run(recipe: PrepareRecipe, inputs: Inputs, address: str, log: Log, started: float, ray_start: float) -> Path:
+def _run(recipe: PrepareRecipe, inputs: Inputs, address: str, log: Log, started: float,
+         ray_start: float) -> Path | str:
     import ray
 
     cpus = float(ray.cluster_resources().get("CPU", 1))
-    actors = tokenize_pool_size(recipe.ray, cpus, log)
+    nodes = sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0)
+    actors = tokenize_pool_size(recipe.ray, cpus, log, nodes=nodes)
     blocks = recipe.ray.shuffle_blocks or max(2, 2 * math.ceil(cpus))
     log(f"{len(inputs.files)} input files, {len(inputs.units)} work units, {actors} tokenizer actors on {cpus:g} CPUs")
     ex = RayExecutor(recipe.ray, actors, blocks, info={

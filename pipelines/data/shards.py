@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cluster import storage
 from pipelines.data import seeding
 from pipelines.data.packing import pack_rows
 from pipelines.data.schema import DPO_SCHEMA, REJECT_SCHEMA, RL_SCHEMA, SFT_SCHEMA, to_table
@@ -23,11 +24,20 @@ from pipelines.data.schema import DPO_SCHEMA, REJECT_SCHEMA, RL_SCHEMA, SFT_SCHE
 ROW_GROUP_SIZE = 1024
 
 
-def write_parquet(table: pa.Table, path: Path) -> str:
-    """Write with fixed settings; returns the file's sha256."""
+def _dest(out_dir: Path | str, name: str) -> Path | str:
+    """Where a shard goes: a file in a local folder, or an object under a storage URI (`s3://…`)."""
+    return storage.join(str(out_dir), name) if storage.is_uri(out_dir) else Path(out_dir) / name
+
+
+def write_parquet(table: pa.Table, path: Path | str) -> str:
+    """Write with fixed settings; returns the file's sha256. An object-storage PUT replaces the object whole, so
+    a retried task is as atomic there as the local rename."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP_SIZE)
     data = sink.getvalue().to_pybytes()
+    if isinstance(path, str):
+        storage.write_bytes(path, data)
+        return hashlib.sha256(data).hexdigest()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
@@ -43,11 +53,11 @@ def _length_bucket(n: int) -> str:
     return f"<={b}"
 
 
-def write_sft_shard(samples: list[dict], out_dir: Path, shard: int, max_seq_len: int) -> dict:
+def write_sft_shard(samples: list[dict], out_dir: Path | str, shard: int, max_seq_len: int) -> dict:
     samples = sorted(samples, key=lambda s: (s["order_key"], s["sample_id"]))
     rows = pack_rows(samples, max_seq_len)
     name = f"sft/part-{shard:05d}.parquet"
-    sha = write_parquet(to_table(rows, SFT_SCHEMA), out_dir / name)
+    sha = write_parquet(to_table(rows, SFT_SCHEMA), _dest(out_dir, name))
     lengths = [len(s["input_ids"]) for s in samples]
     return {
         "kind": "sft", "shard": shard, "file": name, "sha256": sha, "rows": len(rows), "samples": len(samples),
@@ -67,7 +77,7 @@ def dpo_placement(sample_id: str, seed: int, num_shards: int) -> tuple[int, int]
     return key >> 1, key % num_shards
 
 
-def write_dpo_shard(pairs: list[dict], out_dir: Path, shard: int) -> dict:
+def write_dpo_shard(pairs: list[dict], out_dir: Path | str, shard: int) -> dict:
     pairs = sorted(pairs, key=lambda p: (p["order_key"], p["sample_id"]))
     rows = [{
         "sample_id": p["sample_id"], "lang": p["lang"], "reason": p["pref_reason"], "prompt_ids": p["prompt_ids"],
@@ -75,7 +85,7 @@ def write_dpo_shard(pairs: list[dict], out_dir: Path, shard: int) -> dict:
         "src_lang": p["src_lang"], "rejected_lang": p["rejected_lang"], "detail": p["detail"],
     } for p in pairs]
     name = f"dpo/part-{shard:05d}.parquet"
-    sha = write_parquet(to_table(rows, DPO_SCHEMA), out_dir / name)
+    sha = write_parquet(to_table(rows, DPO_SCHEMA), _dest(out_dir, name))
     return {
         "kind": "dpo", "shard": shard, "file": name, "sha256": sha, "rows": len(rows), "samples": len(rows),
         "real_tokens": int(sum(len(p["prompt_ids"]) + len(p["chosen_ids"]) + len(p["rejected_ids"]) for p in pairs)),
@@ -84,7 +94,7 @@ def write_dpo_shard(pairs: list[dict], out_dir: Path, shard: int) -> dict:
     }
 
 
-def write_rl_shard(prompts: list[dict], out_dir: Path, shard: int) -> dict:
+def write_rl_shard(prompts: list[dict], out_dir: Path | str, shard: int) -> dict:
     prompts = sorted(prompts, key=lambda p: (p["order_key"], p["sample_id"]))
     rows = [{
         "sample_id": p["sample_id"], "prompt_ids": p["prompt_ids"], "reference": p["reference"],
@@ -92,7 +102,7 @@ def write_rl_shard(prompts: list[dict], out_dir: Path, shard: int) -> dict:
         "num_tokens": p["num_tokens"], "reference_tokens": p["reference_tokens"],
     } for p in prompts]
     name = f"rl/part-{shard:05d}.parquet"
-    sha = write_parquet(to_table(rows, RL_SCHEMA), out_dir / name)
+    sha = write_parquet(to_table(rows, RL_SCHEMA), _dest(out_dir, name))
     return {
         "kind": "rl", "shard": shard, "file": name, "sha256": sha, "rows": len(rows), "samples": len(rows),
         "real_tokens": int(sum(p["num_tokens"] for p in prompts)),
@@ -107,7 +117,7 @@ def reject_file_name(reason: str) -> str:
     return f"rejects/{safe}.parquet"
 
 
-def write_rejects(rows: list[dict], out_dir: Path) -> dict:
+def write_rejects(rows: list[dict], out_dir: Path | str) -> dict:
     """All rejected records of one reason, with where they came from and the record as built."""
     rows = sorted(rows, key=lambda r: r["sample_id"])
     reason = rows[0]["reject_reason"]
@@ -126,5 +136,5 @@ def write_rejects(rows: list[dict], out_dir: Path) -> dict:
         "record": record(r),
     } for r in rows), REJECT_SCHEMA)
     name = reject_file_name(reason)
-    sha = write_parquet(table, out_dir / name)
+    sha = write_parquet(table, _dest(out_dir, name))
     return {"kind": "rejects", "reason": reason, "file": name, "sha256": sha, "rows": len(rows)}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
@@ -142,7 +141,7 @@ def keep_rejected(batch: pa.Table) -> pa.Table:
 
 
 def write_rejects(group: pa.Table, out_dir: str) -> pa.Table:
-    return stats_row(shards.write_rejects(from_table(group), Path(out_dir)))
+    return stats_row(shards.write_rejects(from_table(group), out_dir))
 
 
 def mix_candidates(batch: pa.Table, limits: dict[str, int | None], seed: int) -> pa.Table:
@@ -174,7 +173,7 @@ def select(group: pa.Table, targets: dict[str, int], seed: int, num_shards: int)
 
 def pack_and_write(group: pa.Table, out_dir: str, max_seq_len: int) -> pa.Table:
     rows = from_table(group)
-    return stats_row(shards.write_sft_shard(rows, Path(out_dir), rows[0]["shard"], max_seq_len))
+    return stats_row(shards.write_sft_shard(rows, out_dir, rows[0]["shard"], max_seq_len))
 
 
 def _place(batch: pa.Table, kind: str, schema: pa.Schema, seed: int, num_shards: int) -> pa.Table:
@@ -193,7 +192,7 @@ def place_pairs(batch: pa.Table, seed: int, num_shards: int) -> pa.Table:
 
 def write_pairs(group: pa.Table, out_dir: str) -> pa.Table:
     rows = from_table(group)
-    return stats_row(shards.write_dpo_shard(rows, Path(out_dir), rows[0]["shard"]))
+    return stats_row(shards.write_dpo_shard(rows, out_dir, rows[0]["shard"]))
 
 
 def place_rl(batch: pa.Table, seed: int, num_shards: int) -> pa.Table:
@@ -203,7 +202,7 @@ def place_rl(batch: pa.Table, seed: int, num_shards: int) -> pa.Table:
 
 def write_rl(group: pa.Table, out_dir: str) -> pa.Table:
     rows = from_table(group)
-    return stats_row(shards.write_rl_shard(rows, Path(out_dir), rows[0]["shard"]))
+    return stats_row(shards.write_rl_shard(rows, out_dir, rows[0]["shard"]))
 
 
 def stats_row(d: dict) -> pa.Table:

@@ -117,6 +117,9 @@ class ScalingSection(Strict):
     cpus_per_worker: float = Field(0.5, gt=0)
     gpus_per_worker: float = Field(1.0, ge=0)
     torch_threads: int | None = Field(None, gt=0)  # None: max(1, round(cpus_per_worker))
+    # Custom Ray resources each worker also needs: `{xalign-worker: 1}` on a cluster whose worker nodes carry one
+    # each (`xalign cluster up --workers N`, or a KubeRay worker group's rayStartParams) puts one worker per node.
+    resources: dict[str, float] = Field(default_factory=dict)
 
 
 class CheckpointSection(Strict):

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cluster import storage
 from cluster.config import RecipeError, load_recipe, recipe_hash, save_resolved
 from cluster.models import resolve_model
 from cluster.ray_session import ray_session
@@ -26,6 +27,18 @@ from pipelines.train.worker import WorkerJob, train_loop_per_worker
 RESOLVED = "recipe.resolved.yaml"
 STATUS = "status.json"
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints
+
+
+def _located(recipe: TrainRecipe) -> TrainRecipe:
+    """With `XALIGN_ARTIFACTS` set (pods without a shared disk), a relative dataset path is read from there and
+    checkpoints (so the published export too) go there unless the recipe names a place."""
+    if not os.environ.get(storage.ARTIFACTS_ENV):
+        return recipe
+    data = recipe.data.model_copy(update={"path": storage.located(recipe.data.path)})
+    ckpt = recipe.checkpoint
+    if ckpt.storage is None:
+        ckpt = ckpt.model_copy(update={"storage": storage.located(recipe.run.output_dir)})
+    return recipe.model_copy(update={"data": data, "checkpoint": ckpt})
 
 
 def _run_id(recipe: TrainRecipe) -> str:
@@ -88,12 +101,13 @@ def run_train(recipe: TrainRecipe | None, address: str | None = None, resume: st
               stop_after_step: int | None = None) -> Path:
     """Train and return the run folder. `stop_after_step` stops (checkpointed) after that step, for `--resume`."""
     if resume is not None:
-        run_dir = Path(resume).expanduser().resolve()
+        run_dir = localize_run(str(resume)) if storage.is_uri(resume) else Path(resume).expanduser().resolve()
         recipe = _resume_recipe(run_dir, recipe)
         run_id, output_dir = run_dir.name, run_dir.parent
     else:
         if recipe is None:
             raise RecipeError("run_train needs a recipe or a run folder to resume")
+        recipe = _located(recipe)
         output_dir = Path(recipe.run.output_dir).expanduser().resolve()
         run_id = _run_id(recipe)
         run_dir = output_dir / run_id
@@ -116,7 +130,7 @@ def run_train(recipe: TrainRecipe | None, address: str | None = None, resume: st
     hold_env = os.environ.get("XALIGN_TRAIN_HOLD_AFTER_STEP")
     job = WorkerJob(
         recipe=recipe.model_dump(mode="json"), run_id=run_id, run_dir=str(run_dir), model_dir=str(model_dir),
-        dataset_id=info.dataset_id, dataset_path=str(info.path), recipe_hash=recipe_hash(recipe),
+        dataset_id=info.dataset_id, dataset_path=info.location, recipe_hash=recipe_hash(recipe),
         plan=plan.__dict__, stop_after_step=stop_after_step, hold_after_step=int(hold_env) if hold_env else None,
         rollout_actor=f"xalign-rollout-{run_id}" if recipe.method == "grpo" else None,
     )
@@ -124,21 +138,27 @@ def run_train(recipe: TrainRecipe | None, address: str | None = None, resume: st
                   steps_per_epoch=plan.steps_per_epoch, dataset_rows=info.num_rows,
                   dropped_rows_per_epoch=plan.dropped_rows_per_epoch, driver_pid=os.getpid(),
                   job_submission_id=job_id)
+    _mirror_run(recipe, run_id, run_dir)  # from now on the run can be continued from storage alone
 
     try:
         result = _fit(recipe, job, info, run_id, output_dir, address)
     except BaseException as exc:
         _write_status(run_dir, state="failed", run_id=run_id, error=f"{type(exc).__name__}: {exc}"[:4000])
+        _mirror_run(recipe, run_id, run_dir)
         raise
     metrics = result.metrics or {}
     step = int(metrics.get("step", 0))
     completed = bool(metrics.get("completed"))
+    export_uri = None
     if completed and recipe.export.enabled:
         _fetch_export(result.checkpoint, run_dir / "export")
+        export_uri = _publish_export(recipe, run_id, run_dir / "export")
     _write_status(run_dir, state="completed" if completed else "stopped", run_id=run_id, step=step,
                   total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch, dataset_rows=info.num_rows,
                   dropped_rows_per_epoch=plan.dropped_rows_per_epoch, checkpoint=result.checkpoint.path
-                  if result.checkpoint else None)
+                  if result.checkpoint else None, export_uri=export_uri,
+                  run_uri=_run_uri(recipe, run_id))
+    _mirror_run(recipe, run_id, run_dir)
     return run_dir
 
 
@@ -148,7 +168,7 @@ def _fit(recipe: TrainRecipe, job: WorkerJob, info, run_id: str, output_dir: Pat
     from ray.train.torch import TorchConfig, TorchTrainer
 
     s = recipe.scaling
-    resources = {"CPU": s.cpus_per_worker}
+    resources = {**s.resources, "CPU": s.cpus_per_worker}
     if s.use_gpu:
         resources["GPU"] = s.gpus_per_worker
     storage_path, fs = _storage(recipe, output_dir)
@@ -199,6 +219,48 @@ def _start_rollout_engine(recipe: TrainRecipe, job: WorkerJob):
     stops = stop_token_ids(AutoTokenizer.from_pretrained(job.model_dir), job.model_dir)
     return start_engine(settings, job.model_dir, stops, num_cpus=g.engine_cpus, num_gpus=g.engine_gpus,
                         name=job.rollout_actor)
+
+
+def _run_uri(recipe: TrainRecipe, run_id: str) -> str | None:
+    """`<checkpoint.storage>/<run_id>/run` when checkpoints live in object storage: the run folder's mirror."""
+    if recipe.checkpoint.storage is None or not storage.is_uri(recipe.checkpoint.storage):
+        return None
+    return storage.join(recipe.checkpoint.storage, run_id, "run")
+
+
+def _mirror_run(recipe: TrainRecipe, run_id: str, run_dir: Path) -> None:
+    """The run folder (recipe, status, metrics; not the export, published on its own) copied beside the run's
+    checkpoints in object storage, so that `--resume <that URI>` continues it from another machine or pod."""
+    uri = _run_uri(recipe, run_id)
+    if uri is not None:
+        storage.upload_dir(run_dir, uri, skip=("export",))
+
+
+def localize_run(uri: str) -> Path:
+    """A run mirrored in storage (`<checkpoint.storage>/<run_id>/run`) copied to `<run.output_dir>/<run_id>` of its
+    recipe, where `--resume` continues it; its checkpoints stay in storage, where Ray Train restores them from."""
+    try:
+        src = storage.fetch_dir(uri)
+    except storage.StorageError as exc:
+        raise RecipeError(f"--resume {uri}: {exc}") from None
+    if not (src / RESOLVED).is_file():
+        raise RecipeError(f"--resume {uri}: no {RESOLVED} there (not an xalign training run folder)")
+    saved = load_recipe(TrainRecipe, src / RESOLVED)
+    run_id = uri.rstrip("/").rsplit("/", 2)[-2]
+    dest = Path(saved.run.output_dir).expanduser().resolve() / run_id
+    shutil.copytree(src, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(storage.CHECKSUMS))
+    return dest
+
+
+def _publish_export(recipe: TrainRecipe, run_id: str, export: Path) -> str | None:
+    """With checkpoints in object storage, the export also goes to `<checkpoint.storage>/<run_id>/export`: a
+    stable address that any node serves or evaluates from (`s3://…/export/model`), each folder sealed with
+    its checksums."""
+    if recipe.checkpoint.storage is None or not storage.is_uri(recipe.checkpoint.storage):
+        return None
+    uri = storage.join(recipe.checkpoint.storage, run_id, "export")
+    storage.publish_dir(export, uri)
+    return uri
 
 
 def _fetch_export(checkpoint, dest: Path) -> None:

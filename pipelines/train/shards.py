@@ -4,6 +4,7 @@ metadata only and streamed to the workers as a Ray Data dataset (never loaded wh
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from cluster import storage
 
 # Column kinds, not exact Arrow types: a writer may use large_list or another integer width.
 COLUMNS: dict[str, dict[str, str]] = {
@@ -56,6 +59,18 @@ class DatasetInfo:
     num_rows: int
     max_seq_len: int | None  # from the manifest, when it says
     manifest: dict[str, Any]
+    source: str | None = None  # the storage URI `path` was fetched from (`s3://…`), read there by every node
+
+    @property
+    def location(self) -> str:
+        return self.source or str(self.path)
+
+    def read_paths(self) -> list[str]:
+        """Where Ray Data reads the shards: in object storage for a fetched dataset, since the read tasks run on
+        nodes that do not have the driver's copy."""
+        if self.source is None:
+            return list(self.files)
+        return [storage.join(self.source, Path(f).relative_to(self.path).as_posix()) for f in self.files]
 
 
 def _manifest_max_seq_len(manifest: dict[str, Any]) -> int | None:
@@ -112,7 +127,14 @@ def _shard_files(root: Path, manifest: dict[str, Any], split: str) -> list[tuple
 
 
 def open_dataset(path: str | Path, split: str) -> DatasetInfo:
-    """Validate a dataset folder for `split` from its manifest and Parquet footers (no row data read)."""
+    """Validate a dataset folder for `split` from its manifest and Parquet footers (no row data read). A dataset
+    in object storage is first fetched to a node-local copy verified against its `checksums.json`."""
+    if storage.is_uri(path):
+        try:
+            local = storage.fetch_dir(str(path))
+        except storage.StorageError as exc:
+            raise DatasetError(f"data.path: {exc}") from None
+        return dataclasses.replace(open_dataset(local, split), source=str(path).rstrip("/"))
     root = Path(path).expanduser().resolve()
     manifest_file = root / "manifest.json"
     if not manifest_file.is_file():
@@ -180,6 +202,6 @@ def read_split(info: DatasetInfo, read_blocks: int):
     """The split as a lazy Ray Data dataset, read with a fixed number of blocks (see DataSection)."""
     import ray.data
 
-    ds = ray.data.read_parquet(list(info.files), override_num_blocks=read_blocks)
+    ds = ray.data.read_parquet(info.read_paths(), override_num_blocks=read_blocks)
     return ds.select_columns(list(COLUMNS[info.split]))
 

@@ -37,13 +37,20 @@ VALUE_SETS: dict[str, list[str]] = {
                           "--set", "jobs.cluster=own", "--set", "jobs.train.enabled=true",
                           "--set", "jobs.evaluate.enabled=true", "--set", "jobs.submissionMode=HTTPMode"],
     "ci": ["-f", str(CHART / "values-ci.yaml")],
+    "s3": ["-f", str(CHART / "values-s3.yaml")],
+    # Artifacts in the bucket with every stage: a job on its own cluster, submitter pods, the chart's artifact
+    # arguments (a relative --output, a --resume under the mount path with a space) turned into URIs.
+    "s3-all-stages": ["-f", str(CHART / "values-s3.yaml"), "--set", "jobs.prepare.enabled=true",
+                      "--set", "jobs.train.enabled=true", "--set", "jobs.train.cluster=own",
+                      "--set", "jobs.train.resume=/mnt/xalign/outputs/runs/previous run",
+                      "--set", "jobs.evaluate.enabled=true", "--set", "jobs.evaluate.output=outputs/reports/s3"],
     "minimal": ["--set", "autoscaling.enabled=false", "--set", "ray.auth.mode=disabled",
                 "--set", "storage.pvc.enabled=false", "--set", "storage.uri=s3://bucket/xalign",
                 "--set", "serviceAccount.create=false", "--set", "workers.cpu.enabled=false",
                 "--set", "tests.enabled=false", "--set", "jobs.train.enabled=true"],
 }
 # The value files `helm lint --strict` checks (each on top of the defaults).
-LINT_SETS = ["defaults", "gpu", "jobs-only", "ci"]
+LINT_SETS = ["defaults", "gpu", "jobs-only", "ci", "s3"]
 
 
 def k8s_schemas_dir() -> Path:

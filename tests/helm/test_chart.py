@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
+import shlex
 from pathlib import Path
 from types import ModuleType
 
@@ -20,6 +21,12 @@ def test_values_schema_is_generated_from_the_k8s_schemas(k8s_schemas: Path) -> N
     generator = load_module("make_values_schema", REPO_ROOT / "helm" / "make_values_schema.py")
     committed = (CHART / "values.schema.json").read_text()
     assert generator.render(k8s_schemas) == committed, "run: python helm/make_values_schema.py"
+
+
+def test_every_value_file_is_linted_and_rendered() -> None:
+    shipped = {p.name for p in CHART.glob("values-*.yaml")}
+    linted = {Path(arg).name for name in LINT_SETS for arg in VALUE_SETS[name] if arg.endswith(".yaml")}
+    assert shipped == linted, "add the value file to LINT_SETS/VALUE_SETS in tests/helm/helm_render.py"
 
 
 @pytest.mark.parametrize("name", LINT_SETS)
@@ -52,6 +59,9 @@ def test_value_sets_render_what_they_promise(helm: Helm) -> None:
     assert jobs == {"xa-xalign-prepare", "xa-xalign-train", "xa-xalign-evaluate"}
     assert "RayCluster" not in kinds["jobs-own-clusters"]
     assert {"Ingress", "NetworkPolicy"} <= set(kinds["ci"])
+    assert {"RayCluster", "RayService"} <= set(kinds["s3"]) and "RayJob" not in kinds["s3"]
+    for name in ("s3", "s3-all-stages"):
+        assert "PersistentVolumeClaim" not in kinds[name], f"{name}: artifacts live in the bucket, not on a claim"
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
@@ -103,6 +113,15 @@ def test_ray_pods_share_storage_and_env(helm: Helm, name: str) -> None:
             assert env["XALIGN_DATA"]["value"] == "/mnt/xalign/data", where
             assert env["XALIGN_CACHE"]["value"] == "/mnt/xalign/cache", where
             assert env["TORCH_EXTENSIONS_DIR"]["value"].startswith("/mnt/xalign/cache/"), where
+            if name.startswith("s3"):  # no claim: node-local scratch and a sized cache at XALIGN_CACHE
+                volumes = {v["name"]: v for v in pod["volumes"]}
+                mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+                assert "storage" not in volumes and not any("persistentVolumeClaim" in v for v in volumes.values())
+                assert volumes[mounts["/mnt/xalign"]]["emptyDir"] == {}, where
+                assert volumes[mounts["/mnt/xalign/cache"]]["emptyDir"] == {"sizeLimit": "100Gi"}, where
+                assert env["XALIGN_ARTIFACTS"]["value"] == "s3://xalign-artifacts/team-a", where
+                continue
+            assert "XALIGN_ARTIFACTS" not in env, where
             storage = next(v for v in pod["volumes"] if v["name"] == "storage")
             if name == "minimal":
                 assert "emptyDir" in storage and env["XALIGN_STORAGE_URI"]["value"] == "s3://bucket/xalign"
@@ -110,6 +129,114 @@ def test_ray_pods_share_storage_and_env(helm: Helm, name: str) -> None:
                 claim = storage["persistentVolumeClaim"]["claimName"]
                 pvcs = {d["metadata"]["name"] for d in helm.render(name).of_kind("PersistentVolumeClaim")}
                 assert claim in pvcs, (where, claim, pvcs)
+
+
+S3_ENV = {
+    "XALIGN_ARTIFACTS": {"value": "s3://xalign-artifacts/team-a"},
+    "AWS_ENDPOINT_URL": {"value": "http://minio.minio:9000"},
+    "AWS_REGION": {"value": "us-east-1"},
+    "AWS_DEFAULT_REGION": {"value": "us-east-1"},
+    "AWS_ACCESS_KEY_ID": {"valueFrom": {"secretKeyRef": {"name": "xalign-s3", "key": "AWS_ACCESS_KEY_ID"}}},
+    "AWS_SECRET_ACCESS_KEY": {"valueFrom": {"secretKeyRef": {"name": "xalign-s3", "key": "AWS_SECRET_ACCESS_KEY"}}},
+}
+CLAIM_ONLY = set(S3_ENV)
+
+
+def _containers(rendered_docs: list[dict]) -> list[tuple[str, str, dict]]:
+    """(where, role, container) for every container of every pod (head, worker, submitter, test pod)."""
+    return [(f"{where} {c['name']}", role, c) for doc in rendered_docs for where, role, pod in pod_specs(doc)
+            for c in pod["containers"]]
+
+
+@pytest.mark.parametrize("name", ["defaults", "jobs-only-all-stages", "ci", "minimal"])
+def test_claim_storage_is_unchanged(helm: Helm, name: str) -> None:
+    """storage.kind defaults to claim: no object-store environment anywhere, the claim (when enabled) mounted."""
+    rendered = helm.render(name)
+    assert not any(n in rendered.text for n in CLAIM_ONLY), f"{name}: object-store settings in a claim render"
+    for where, role, c in _containers(rendered.docs):
+        if role == "submitter":
+            assert "env" not in c, where  # as before object storage existed
+    if name != "minimal":
+        (pvc,) = rendered.of_kind("PersistentVolumeClaim")
+        assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+@pytest.mark.parametrize("name", ["s3", "s3-all-stages"])
+def test_s3_storage_reaches_every_ray_container(helm: Helm, kuberay_checks: ModuleType, name: str) -> None:
+    """Head, workers, serving and job submitters get the bucket and its credentials (from the Secret only);
+    no claim is created or mounted."""
+    rendered = helm.render(name)
+    assert "persistentVolumeClaim" not in rendered.text and not rendered.of_kind("PersistentVolumeClaim")
+    roles = set()
+    for where, role, c in _containers(rendered.docs):
+        if role == "pod":  # the `helm test` pod only calls the API
+            continue
+        roles.add(role)
+        env = {e["name"]: {k: v for k, v in e.items() if k != "name"} for e in c["env"]}
+        assert {k: env.get(k) for k in S3_ENV} == S3_ENV, where
+        names = [e["name"] for e in c["env"]]
+        assert len(names) == len(set(names)), (where, names)
+    assert roles == ({"head", "worker", "submitter"} if name == "s3-all-stages" else {"head", "worker"}), roles
+    kinds = {d["kind"] for d in rendered.docs}
+    assert ("RayJob" in kinds) is (name == "s3-all-stages") and {"RayCluster", "RayService"} <= kinds
+    for doc in rendered.docs:
+        if doc["apiVersion"] == "ray.io/v1":
+            assert kuberay_checks.check(doc) == [], doc["metadata"]["name"]
+
+
+def test_s3_on_aws_without_endpoint_or_prefix(helm: Helm) -> None:
+    proc = helm.template("--set", "storage.kind=s3", "--set", "storage.s3.bucket=my-bucket",
+                         "--set", "storage.s3.prefix=", "--set", "storage.s3.region=eu-central-1",
+                         "--set", "storage.s3.credentialsSecret=aws-creds",
+                         "--set", "storage.s3.accessKeyIdKey=id", "--set", "storage.s3.secretAccessKeyKey=secret",
+                         "--set", "jobs.train.enabled=true")
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    assert "AWS_ENDPOINT_URL" not in proc.stdout and "PersistentVolumeClaim" not in proc.stdout
+    for where, role, c in _containers(docs):
+        if role == "pod":
+            continue
+        env = {e["name"]: e for e in c["env"]}
+        assert env["XALIGN_ARTIFACTS"]["value"] == "s3://my-bucket", where
+        assert env["AWS_REGION"]["value"] == env["AWS_DEFAULT_REGION"]["value"] == "eu-central-1", where
+        assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "aws-creds", "key": "id"}, where
+        assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "aws-creds", "key": "secret"}
+    (train,) = [d for d in docs if d["kind"] == "RayJob"]
+    assert train["spec"]["entrypoint"].endswith(" checkpoint.storage=s3://my-bucket/checkpoints")
+
+
+def test_s3_artifact_arguments_point_into_the_bucket(helm: Helm) -> None:
+    """The chart's own artifact arguments: checkpoints under XALIGN_ARTIFACTS, a relative --output and a --resume
+    under the mount path become URIs (with a claim they stay as given)."""
+    jobs = {j["metadata"]["labels"]["app.kubernetes.io/component"]: shlex.split(j["spec"]["entrypoint"])
+            for j in helm.render("s3-all-stages").of_kind("RayJob")}
+    root = "s3://xalign-artifacts/team-a"
+    assert jobs["job-prepare"] == ["xalign", "prepare", "--recipe", "bayling2-mini"]
+    assert jobs["job-train"] == ["xalign", "train", "--recipe", "train-lora-gemma-mini", "--resume",
+                                 f"{root}/outputs/runs/previous run", f"checkpoint.storage={root}/checkpoints"]
+    assert jobs["job-evaluate"][-2:] == ["--output", f"{root}/outputs/reports/s3"]
+    ci = {j["metadata"]["labels"]["app.kubernetes.io/component"]: shlex.split(j["spec"]["entrypoint"])
+          for j in helm.render("ci").of_kind("RayJob")}
+    assert ci["job-train"][4:7] == ["--resume", "outputs/runs/previous run",
+                                    "checkpoint.storage=s3://xalign-ci/artifacts/checkpoints"]
+    assert ci["job-evaluate"][ci["job-evaluate"].index("--output") + 1] == "outputs/reports/ci"
+
+    def entrypoint(*args: str) -> list[str]:
+        proc = helm.template("-f", str(CHART / "values-s3.yaml"), "--set", "jobs.train.enabled=true",
+                             "--set", "jobs.evaluate.enabled=true", *args)
+        assert proc.returncode == 0, proc.stderr
+        return [shlex.split(d["spec"]["entrypoint"]) for d in yaml.safe_load_all(proc.stdout)
+                if d and d["kind"] == "RayJob"]
+
+    # storage.uri still names where checkpoints go; URIs and absolute paths off the mount stay as given.
+    train, evaluate = entrypoint("--set", "storage.uri=s3://other/ckpt/", "--set", "jobs.train.resume=s3://old/run",
+                                 "--set", "jobs.evaluate.output=/scratch/reports")
+    assert train[-3:] == ["--resume", "s3://old/run", "checkpoint.storage=s3://other/ckpt/checkpoints"]
+    assert evaluate[-2:] == ["--output", "/scratch/reports"]
+    train, evaluate = entrypoint("--set", "jobs.train.resume=./outputs/runs/r1/",
+                                 "--set", "jobs.evaluate.output=/mnt/xalign")
+    assert train[-2] == f"{root}/outputs/runs/r1"
+    assert evaluate[-2:] == ["--output", root]
 
 
 def test_gpu_worker_group(helm: Helm) -> None:
@@ -194,6 +321,13 @@ def test_install_dry_run_prints_the_notes(helm: Helm, tmp_path: Path) -> None:
     assert "svc/xalign-head-svc 8265" in notes
     assert "kubectl get rayservice xalign-serve -n ml" in notes and "svc/xalign-api 8000" in notes
     assert "app.kubernetes.io/component=job-prepare" in notes
+    assert "Artifacts" not in notes
+    proc = helm.run("install", "xalign", str(CHART), "-n", "ml", "--dry-run=client", *VALUE_SETS["s3"],
+                    env={"KUBECONFIG": str(tmp_path / "no-kubeconfig")})
+    assert proc.returncode == 0, proc.stderr
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert ("Artifacts (datasets, checkpoints, exports, reports): s3://xalign-artifacts/team-a via "
+            "http://minio.minio:9000, credentials from Secret xalign-s3.") in notes
 
 
 def test_chart_created_secret_carries_the_api_key(helm: Helm) -> None:
@@ -298,6 +432,26 @@ BAD_VALUES = [
     ("bad-cors-origin", ["--set", "serve.cors.allowOrigins[0]=example.com"], "at '/serve/cors/allowOrigins/0'"),
     ("serve-autoscaling-min-over-max", ["--set", "serve.app.autoscaling.minReplicas=9"],
      "serve.app.autoscaling: minReplicas (9) must not exceed maxReplicas (4)"),
+    ("unknown-storage-kind", ["--set", "storage.kind=nfs"], "at '/storage/kind': value must be one of 'claim', 's3'"),
+    ("s3-without-bucket", ["--set", "storage.kind=s3", "--set", "storage.s3.credentialsSecret=xalign-s3"],
+     "at '/storage/s3/bucket': minLength: got 0, want 1"),
+    ("s3-without-credentials", ["--set", "storage.kind=s3", "--set", "storage.s3.bucket=xalign-artifacts"],
+     "at '/storage/s3/credentialsSecret': minLength: got 0, want 1"),
+    ("s3-bad-bucket", ["-f", str(CHART / "values-s3.yaml"), "--set", "storage.s3.bucket=Xalign_Artifacts"],
+     "at '/storage/s3/bucket'"),
+    ("s3-prefix-slashes", ["-f", str(CHART / "values-s3.yaml"), "--set", "storage.s3.prefix=/team-a/"],
+     "at '/storage/s3/prefix'"),
+    ("s3-unknown-key", ["-f", str(CHART / "values-s3.yaml"), "--set", "storage.s3.accessKey=abc"],
+     "at '/storage/s3': additional properties 'accessKey' not allowed"),
+    # The templates repeat the cross-field checks for renders that skip the schema.
+    ("s3-without-bucket-unchecked", ["--skip-schema-validation", "--set", "storage.kind=s3",
+                                     "--set", "storage.s3.credentialsSecret=xalign-s3"],
+     "storage.s3.bucket is required when storage.kind is s3"),
+    ("s3-without-credentials-unchecked", ["--skip-schema-validation", "--set", "storage.kind=s3",
+                                          "--set", "storage.s3.bucket=xalign-artifacts"],
+     "storage.s3.credentialsSecret is required when storage.kind is s3"),
+    ("unknown-storage-kind-unchecked", ["--skip-schema-validation", "--set", "storage.kind=nfs"],
+     'storage.kind must be claim or s3, not "nfs"'),
 ]
 
 

@@ -111,6 +111,16 @@ def overrides(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def log_folder(output_dir: str) -> Path:
+    """Where a command's library log goes: beside its outputs, or in the node's cache when they go to object
+    storage (a log file grows line by line; an object cannot)."""
+    from cluster import storage
+    from cluster.locations import cache_dir
+
+    output_dir = storage.located(output_dir)
+    return cache_dir() / "logs" if storage.is_uri(output_dir) else Path(output_dir).expanduser() / "logs"
+
+
 @contextmanager
 def library_log(args: argparse.Namespace, folder: Path, name: str) -> Iterator[LibraryLog | None]:
     """Ray, DeepSpeed, torch, vLLM and transformers output to `<folder>/<name>-<time>.log` for the duration of a

@@ -29,6 +29,7 @@ from xalign.commands.args import (
     add_verbose_arg,
     key_flag,
     library_log,
+    log_folder,
     override_key,
     overrides,
 )
@@ -60,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     key_flag(r, "--comet-model", "metrics.comet_model", "COMET checkpoint (scores the comet metric)")
     key_flag(r, "--resume", "run_id", "finish an interrupted run: keep its finished directions, generate the rest",
              also={"resume": True}, metavar="RUN_ID")
-    key_flag(r, "--output", "output_dir", "reports folder (default outputs/reports)")
+    key_flag(r, "--output", "output_dir", "reports folder or object-storage URI such as s3://bucket/reports "
+             "(default outputs/reports)")
     key_flag(r, "--samples", "bootstrap_samples", "paired bootstrap resamples for --baseline deltas", type=int)
     r.add_argument("--hyp-dir", default=None, help="score hypothesis files instead of generating")
     r.add_argument("--baseline", default=None, help="earlier run (id or folder) to report deltas against")
@@ -72,7 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c = actions.add_parser("compare", help="compare two runs: per-direction deltas with paired bootstrap")
     c.add_argument("run_a", metavar="RUN_A", help="the base run (id or folder)")
     c.add_argument("run_b", metavar="RUN_B", help="the new run (id or folder)")
-    c.add_argument("--output", default="outputs/reports", help="where runs are found and the comparison is written")
+    c.add_argument("--output", default="outputs/reports",
+                   help="where runs are found and the comparison is written (a folder or an s3://... URI)")
     c.add_argument("--samples", type=int, default=1000, help="paired bootstrap resamples")
     c.set_defaults(func=compare_cli)
 
@@ -84,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     key_flag(f, "--model", "engine.model", "model folder or 'default'")
     key_flag(f, "--limit", "limit", "conversations per kind and language", type=int)
     key_flag(f, "--languages", "languages", "first-turn targets, comma-separated (any spelling: de,sw,zh)")
-    key_flag(f, "--output", "output_dir", "reports folder (default outputs/reports)")
+    key_flag(f, "--output", "output_dir", "reports folder or object-storage URI (default outputs/reports)")
     add_address_arg(f)
     add_verbose_arg(f)
     f.add_argument("overrides", nargs="*", metavar="key.sub=value",
@@ -138,6 +141,7 @@ def _summary(doc: dict) -> Table:
 def _errors() -> tuple[type[Exception], ...]:
     from cluster.locations import DataNotFoundError
     from cluster.models import ModelResolutionError
+    from cluster.storage import StorageError
     from evaluation.compare import CompareError
     from evaluation.directions import DirectionError
     from evaluation.followups import FollowupError
@@ -149,7 +153,7 @@ def _errors() -> tuple[type[Exception], ...]:
     from evaluation.progress import ResumeError
 
     return (LoaderError, DirectionError, EndpointError, CometError, LineageError, CompareError, RunNotFoundError,
-            ModelResolutionError, DataNotFoundError, ResumeError, FollowupError)
+            ModelResolutionError, DataNotFoundError, ResumeError, FollowupError, StorageError)
 
 
 def _reporting_errors(action: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -185,9 +189,10 @@ def followups_settings(args: argparse.Namespace):
 
 def _followups(args: argparse.Namespace) -> int:
     from evaluation.followups import run_followups
+    from evaluation.outputs import location_file
 
     settings = followups_settings(args)
-    with library_log(args, Path(settings.output_dir) / "logs", "followups"):
+    with library_log(args, log_folder(settings.output_dir), "followups"):
         path, report = run_followups(settings, address=args.address)
     table = Table(title=f"follow-ups — {report['run']['model']['name']} ({report['run']['run_id']})")
     for col in ("follow-up", "answer in", "n", "pass rate", "first turn on target"):
@@ -205,7 +210,8 @@ def _followups(args: argparse.Namespace) -> int:
     for kind, res in report["kinds"].items():
         if res["failures"]:
             console.print(f"{kind} failures: " + ", ".join(f"{k} {v}" for k, v in res["failures"].items()))
-    console.print(f"report: {path}  {path.parent / 'conversations.jsonl'}", soft_wrap=True)
+    folder = path.parent if isinstance(path, Path) else path.rsplit("/", 1)[0]
+    console.print(f"report: {path}  {location_file(folder, 'conversations.jsonl')}", soft_wrap=True)
     return 0
 
 
@@ -214,16 +220,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     from evaluation.runner import evaluate
 
     recipe = build_recipe(args)
-    with library_log(args, Path(recipe.output_dir) / "logs", "evaluate"):
+    with library_log(args, log_folder(recipe.output_dir), "evaluate"):
         run = evaluate(recipe, hyp_dir=args.hyp_dir, system=hyp_system(args) if args.hyp_dir else None,
                        address=args.address, baseline=args.baseline)
     console.print(_summary(read_scores(run)))
-    console.print(f"reports: {run.root / 'report.md'}  {run.root / 'report.html'}  {run.scores}", soft_wrap=True)
+    console.print(f"reports: {run.file('report.md')}  {run.file('report.html')}  {run.file('scores.json')}",
+                  soft_wrap=True)
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
     from evaluation.compare import compare
+    from evaluation.outputs import location_file
     from evaluation.reports.tables import LABELS, fmt
 
     folder, result = compare(args.run_a, args.run_b, args.output, args.samples)
@@ -242,6 +250,6 @@ def _compare(args: argparse.Namespace) -> int:
     console.print(table)
     for key, why in result["skipped"].items():
         console.print(f"[yellow]not compared[/yellow] {key}: {why}", soft_wrap=True)
-    console.print(f"reports: {folder / 'compare.md'}  {folder / 'compare.html'}  {folder / 'compare.json'}",
-                  soft_wrap=True)
+    files = (location_file(folder, f"compare.{ext}") for ext in ("md", "html", "json"))
+    console.print("reports: " + "  ".join(map(str, files)), soft_wrap=True)
     return 0

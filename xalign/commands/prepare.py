@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cluster.config import RecipeError, load_recipe
-from xalign.commands.args import add_address_arg, add_recipe_args, add_verbose_arg, library_log, overrides
+from xalign.commands.args import add_address_arg, add_recipe_args, add_verbose_arg, library_log, log_folder, overrides
 
 console = Console(highlight=False)
 
@@ -37,7 +37,7 @@ def _prepare(args: argparse.Namespace) -> int:
     recipe = load_recipe(PrepareRecipe, args.recipe, overrides(args))
     console.print(f"[bold]xalign prepare[/bold] {recipe.name}: {recipe.description or ''}")
     try:
-        with library_log(args, Path(recipe.output_dir) / "logs", "prepare"):
+        with library_log(args, log_folder(recipe.output_dir), "prepare"):
             out = run_prepare(recipe, address=args.address,
                               log=lambda m: console.print(f"[cyan]prepare[/cyan] {m}"))
     except (InputError, MixingError) as exc:
@@ -47,7 +47,7 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(m: dict, folder: Path) -> None:
+def print_summary(m: dict, folder: Path | str) -> None:
     counts, tokens = m["counts"], m["tokens"]
     selected = counts["selected_by_builder_language"]
     t = Table(title=f"{m['name']}  dataset_id {m['dataset_id'][:12]}")

@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 
 from cluster.config import RecipeError
 from xalign.commands.args import (
@@ -24,6 +23,7 @@ from xalign.commands.args import (
     console,
     key_flag,
     library_log,
+    log_folder,
     overrides,
 )
 
@@ -93,7 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
     from serving import app
 
     attached = bool(args.address or os.environ.get("RAY_ADDRESS"))
-    with library_log(args, Path("outputs") / "logs", "serve"), \
+    with library_log(args, log_folder("outputs"), "serve"), \
             ray_session(args.address, num_cpus=args.num_cpus, quiet=True):
         console.print(f"starting {recipe.base_model_name} "
                       f"({', '.join(recipe.adapters) or 'no adapters'}); the engine takes a while on CPU ...")

@@ -19,8 +19,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="fine-tune with Ray Train + DeepSpeed: SFT (full or LoRA) or DPO")
     add_recipe_args(p)
     add_address_arg(p)
-    p.add_argument("--resume", default=None, metavar="RUN_DIR",
-                   help="continue a stopped or failed run from its latest checkpoint (with its own recipe)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR|URI",
+                   help="continue a stopped or failed run from its latest checkpoint (with its own recipe): its folder "
+                        "or its mirror in object storage (status.json's run_uri)")
     p.add_argument("--stop-after-step", type=int, default=None, metavar="N",
                    help="stop after step N (checkpointed), to continue later with --resume")
     add_verbose_arg(p)
@@ -28,12 +29,16 @@ def register(subparsers) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from cluster import storage
     from pipelines.train.metrics import read_metrics
     from pipelines.train.recipe import TrainRecipe
-    from pipelines.train.run import RESOLVED, STATUS, run_train
+    from pipelines.train.run import RESOLVED, STATUS, localize_run, run_train
     from pipelines.train.shards import DatasetError
 
     recipe = None
+    if args.resume and storage.is_uri(args.resume):  # a run mirrored in object storage: continue it here
+        args.resume = str(localize_run(args.resume))
+        console.print(f"run folder fetched to {args.resume}")
     if args.resume:
         if args.recipe or args.overrides:  # must equal the run's recipe; run_train names any difference
             source = args.recipe or Path(args.resume) / RESOLVED
@@ -59,6 +64,10 @@ def _train(args: argparse.Namespace) -> int:
     console.print(f"  run folder: {run_dir}")
     if (run_dir / "export").is_dir():
         console.print(f"  export:     {run_dir / 'export'}")
+    if status.get("export_uri"):
+        console.print(f"  published:  {status['export_uri']}  (serve or evaluate {status['export_uri']}/model)")
+    if status.get("run_uri"):
+        console.print(f"  mirrored:   {status['run_uri']}")
     if status["state"] == "stopped":
-        console.print(f"  continue with: xalign train --resume {run_dir}")
+        console.print(f"  continue with: xalign train --resume {status.get('run_uri') or run_dir}")
     return 0 if status["state"] in ("completed", "stopped") else 1

@@ -57,6 +57,86 @@ operator's limits (RayService and RayJob <= 47, RayCluster <= 53, DNS-1035 label
 {{- default (printf "%s-storage" (include "xalign.fullname" .)) .Values.storage.pvc.existingClaim }}
 {{- end }}
 
+{{/*
+Object storage (storage.kind: s3). The schema already refuses an s3 store without a bucket or credentials
+Secret; this check repeats it for renders that skip schema validation.
+*/}}
+{{- define "xalign.checkStorage" -}}
+{{- $s := .Values.storage }}
+{{- if eq $s.kind "s3" }}
+{{- if not $s.s3.bucket }}
+{{- fail "storage.s3.bucket is required when storage.kind is s3" }}
+{{- end }}
+{{- if not $s.s3.credentialsSecret }}
+{{- fail "storage.s3.credentialsSecret is required when storage.kind is s3: the name of an existing Secret with the access key id and secret access key" }}
+{{- end }}
+{{- else if ne $s.kind "claim" }}
+{{- fail (printf "storage.kind must be claim or s3, not %q" $s.kind) }}
+{{- end }}
+{{- end }}
+
+{{/* The artifacts root with storage.kind s3: s3://<bucket>[/<prefix>] (XALIGN_ARTIFACTS). */}}
+{{- define "xalign.artifactsUri" -}}
+{{- include "xalign.checkStorage" . }}
+{{- $s3 := .Values.storage.s3 }}
+{{- $prefix := trimAll "/" $s3.prefix }}
+{{- if $prefix }}
+{{- printf "s3://%s/%s" $s3.bucket $prefix }}
+{{- else }}
+{{- printf "s3://%s" $s3.bucket }}
+{{- end }}
+{{- end }}
+
+{{/*
+An artifact folder the chart passes to xalign (--output, --resume). With storage.kind s3, a path relative to
+the working directory (or under storage.mountPath) means the same place under XALIGN_ARTIFACTS, so it becomes
+that URI; URIs and other absolute paths stay as given. With a claim the path is unchanged. Context: root, path.
+*/}}
+{{- define "xalign.artifactPath" -}}
+{{- $v := .root.Values }}
+{{- $p := toString .path }}
+{{- $mount := printf "%s/" (trimSuffix "/" $v.storage.mountPath) }}
+{{- $path := printf "%s/" (trimSuffix "/" $p) }}
+{{- if and (eq $v.storage.kind "s3") (not (regexMatch "^[a-z][a-z0-9+.-]*://" $p)) (or (hasPrefix $mount $path) (not (hasPrefix "/" $p))) }}
+{{- $rel := trimSuffix "/" (regexReplaceAll "^(\\./)+" (trimPrefix $mount $path) "") }}
+{{- if or (eq $rel "") (eq $rel ".") }}
+{{- include "xalign.artifactsUri" .root }}
+{{- else }}
+{{- printf "%s/%s" (include "xalign.artifactsUri" .root) $rel }}
+{{- end }}
+{{- else }}
+{{- $p }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment of the object store (storage.kind s3) for every Ray container and job submitter: the artifacts
+URI, the endpoint and region, and the credentials from the existing Secret (never literal values).
+*/}}
+{{- define "xalign.storageEnv" -}}
+{{- $s3 := .Values.storage.s3 -}}
+- name: XALIGN_ARTIFACTS
+  value: {{ include "xalign.artifactsUri" . | quote }}
+{{- with $s3.endpoint }}
+- name: AWS_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+- name: AWS_REGION
+  value: {{ $s3.region | quote }}
+- name: AWS_DEFAULT_REGION
+  value: {{ $s3.region | quote }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s3.credentialsSecret }}
+      key: {{ $s3.accessKeyIdKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s3.credentialsSecret }}
+      key: {{ $s3.secretAccessKeyKey }}
+{{- end }}
+
 {{/* Labels. `component` is cluster, serve or job-<stage>. */}}
 {{- define "xalign.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "xalign.name" .root }}
@@ -118,6 +198,9 @@ limits:
 - name: XALIGN_STORAGE_URI
   value: {{ . | quote }}
 {{- end }}
+{{- if eq $v.storage.kind "s3" }}
+{{ include "xalign.storageEnv" $root }}
+{{- end }}
 {{- with include "xalign.secretName" $root }}
 - name: XALIGN_API_KEY
   valueFrom:
@@ -150,8 +233,16 @@ limits:
 - name: home
   mountPath: /home/xalign
 {{- if .storage }}
+{{- $s := .root.Values.storage }}
+{{- if eq $s.kind "s3" }}
+- name: scratch
+  mountPath: {{ $s.mountPath }}
+- name: cache
+  mountPath: {{ printf "%s/%s" $s.mountPath $s.cacheDir }}
+{{- else }}
 - name: storage
-  mountPath: {{ .root.Values.storage.mountPath }}
+  mountPath: {{ $s.mountPath }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -164,12 +255,21 @@ limits:
 - name: home
   emptyDir: {}
 {{- if .storage }}
+{{- if eq .root.Values.storage.kind "s3" }}
+{{- /* Artifacts live in the bucket: the working directory is node-local scratch, the caches a sized emptyDir. */}}
+- name: scratch
+  emptyDir: {}
+- name: cache
+  emptyDir:
+    sizeLimit: {{ .root.Values.storage.s3.cacheSize }}
+{{- else }}
 - name: storage
 {{- if .root.Values.storage.pvc.enabled }}
   persistentVolumeClaim:
     claimName: {{ include "xalign.claimName" .root }}
 {{- else }}
   emptyDir: {}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}

@@ -205,3 +205,33 @@ def test_rl_split_end_to_end_read_by_train(data_ray, tiny_model, tmp_path):
 
     reference = run_reference(recipe(str(tmp_path / "ref")))
     assert reference.name == out.name and files_of(reference) == files_of(out)
+
+
+def test_output_dir_in_object_storage_gives_the_same_dataset(prepared: Path, data_ray, tiny_model, small_recipe, s3,
+                                                             tmp_path):
+    """Writer tasks put their shards straight into S3 (nodes share no disk); the driver finishes the folder there,
+    `checksums.json` last. Same inputs and recipe: the same id and bytes as the local run, nothing staged left."""
+    from cluster import storage
+
+    _, bucket = s3
+    out = run_prepare(validate(PrepareRecipe, small_recipe(str(tiny_model), f"{bucket}/datasets")), address=data_ray)
+    assert out == f"{bucket}/datasets/{prepared.name}"
+    assert manifest.load(out)["dataset_id"] == manifest.load(prepared)["dataset_id"]
+    local = storage.fetch_dir(out, cache=tmp_path)  # every file against checksums.json
+    assert files_of(local) == files_of(prepared)
+    manifest.verify(local)
+    fs, path = storage.filesystem(f"{bucket}/datasets")
+    from pyarrow.fs import FileSelector
+
+    names = {i.path.split("/")[2] for i in fs.get_file_info(FileSelector(path, recursive=True))}
+    assert names == {prepared.name}  # no .staging-* left behind
+
+
+@pytest.mark.parametrize(("cpus", "nodes", "actors"), [(2, 1, 2), (3, 1, 4), (3, 3, 2), (2, 2, 1), (16, 4, 8)])
+def test_tokenizer_pool_leaves_a_whole_cpu_on_one_node(cpus: int, nodes: int, actors: int):
+    """3 one-CPU nodes with 4 half-CPU actors can strand 0.5 free on each node: the shuffle's 1-CPU split tasks
+    then wait forever (seen on `xalign cluster up --workers 2`). The pool is sized for the worst spread."""
+    from pipelines.data.prepare import tokenize_pool_size
+    from pipelines.data.recipe import RayExecution
+
+    assert tokenize_pool_size(RayExecution(), cpus, lambda m: None, nodes=nodes) == actors
