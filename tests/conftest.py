@@ -167,6 +167,13 @@ _EXIT_STATUS: list[int] = []
 _HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="xa-hypothesis-")
 
 
+# vLLM's engine processes talk over ZeroMQ sockets it creates in VLLM_RPC_BASE_PATH (default: the system temp dir)
+# and never unlinks: a full run used to leave ~60 of them in /tmp. The run gets its own folder (short: a socket
+# path must fit in ~107 bytes), inherited by every Ray cluster and engine the tests start, removed at the end.
+_VLLM_RPC_DIR = tempfile.mkdtemp(prefix="xa-vllm-", dir="/tmp")
+os.environ.setdefault("VLLM_RPC_BASE_PATH", _VLLM_RPC_DIR)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     from hypothesis.configuration import set_hypothesis_home_dir
 
@@ -175,6 +182,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_HYPOTHESIS_HOME, ignore_errors=True)
+    shutil.rmtree(_VLLM_RPC_DIR, ignore_errors=True)
     _EXIT_STATUS.append(int(exitstatus))
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
